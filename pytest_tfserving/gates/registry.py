@@ -1,0 +1,48 @@
+"""The built-in gates: name, marker, implementation (imported lazily), needs a server or not."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pytest_tfserving.gates.context import GateContext
+    from pytest_tfserving.gates.result import GateResult
+
+GateFunction = Callable[["GateContext"], "GateResult"]
+
+
+@dataclass(frozen=True)
+class GateSpec:
+    name: str  # the report's gate name (public contract)
+    implementation: str  # "module:function", imported only when the gate runs
+    marker: str | None  # the tfs_* marker that runs this gate on a user's test
+    description: str
+    needs_server: bool
+
+    def load(self) -> GateFunction:
+        module_name, _, function = self.implementation.partition(":")
+        gate: GateFunction = getattr(importlib.import_module(module_name), function)
+        return gate
+
+
+GATES: tuple[GateSpec, ...] = (
+    GateSpec("serving", "pytest_tfserving.gates.serving:check", "tfs_serving",
+             "model loads; every signature answers; predictions equal an in-process call", True),
+)
+
+
+def gate_by_name(name: str) -> GateSpec:
+    for gate in GATES:
+        if gate.name == name:
+            return gate
+    raise KeyError(name)
+
+
+def gate_by_marker(marker: str) -> GateSpec | None:
+    for gate in GATES:
+        if gate.marker == marker:
+            return gate
+    return None

@@ -1,0 +1,45 @@
+"""What every gate returns: a verdict with its threshold, measurements and a readable message."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """The outcome of one gate on one model (and one server, for served gates).
+
+    ``threshold`` and ``measured`` are JSON-ready dicts; the report prints them and CI scripts
+    read them from the JSON report, so keep their keys stable once released.
+    """
+
+    name: str
+    passed: bool
+    threshold: dict[str, Any] = field(default_factory=dict)
+    measured: dict[str, Any] = field(default_factory=dict)
+    message: str = ""
+    skipped: bool = False
+    details: dict[str, Any] = field(default_factory=dict)
+    target: str = ""  # what was gated when a gate runs more than once (image, baseline, marker)
+
+    @property
+    def verdict(self) -> str:
+        if self.skipped:
+            return "SKIP"
+        return "PASS" if self.passed else "FAIL"
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "passed": self.passed,
+            "skipped": self.skipped,
+            "threshold": self.threshold,
+            "measured": self.measured,
+            "message": self.message,
+        }
+        if self.target:
+            out["target"] = self.target
+        if self.details:
+            out["details"] = self.details
+        return out

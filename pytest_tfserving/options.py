@@ -1,0 +1,248 @@
+"""Every ``--tfs-*`` option in one table, and the one place that resolves it.
+
+Each option has a command-line flag ``--tfs-NAME``, an ini key ``tfs_NAME`` and an environment
+variable ``TFS_NAME``; precedence is command line > env > ini > default. A value that does not
+parse raises ``pytest.UsageError`` naming the value, where it came from, and what would be valid.
+
+Feature modules add their options to ``OPTIONS`` in their own section below; nothing here
+imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str  # snake_case; --tfs-<dashed>, tfs_<name>, TFS_<NAME>
+    help: str
+    parse: Callable[[str], Any] = str
+    default: Any = None
+    metavar: str | None = None
+    multiple: bool = False  # repeatable flag; env/ini values split on commas/whitespace
+
+    @property
+    def flag(self) -> str:
+        return "--tfs-" + self.name.replace("_", "-")
+
+    @property
+    def ini(self) -> str:
+        return "tfs_" + self.name
+
+    @property
+    def env(self) -> str:
+        return "TFS_" + self.name.upper()
+
+    @property
+    def dest(self) -> str:
+        return "tfs_" + self.name
+
+
+@dataclass(frozen=True)
+class Resolved:
+    value: Any
+    source: str  # "command line --tfs-x", "env TFS_X", "ini tfs_x", "default"
+
+
+# --- parsers: raise ValueError(reason); the resolver adds value and source ---------------------
+
+def parse_bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected one of true/false, yes/no, on/off, 1/0")
+
+
+def parse_positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0:
+        raise ValueError("must be a number > 0")
+    return value
+
+
+def parse_non_negative_float(raw: str) -> float:
+    value = float(raw)
+    if value < 0:
+        raise ValueError("must be a number >= 0")
+    return value
+
+
+def parse_non_negative_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("must be an integer >= 0")
+    return value
+
+
+def parse_positive_int(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise ValueError("must be an integer >= 1")
+    return value
+
+
+def parse_fraction(raw: str) -> float:
+    value = float(raw)
+    if not 0 <= value <= 1:
+        raise ValueError("must be a fraction between 0 and 1")
+    return value
+
+
+def parse_int_list(raw: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in raw.replace(",", " ").split())
+
+
+def choice(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return raw
+
+    return parse
+
+
+def parse_path(raw: str) -> Path:
+    if not raw.strip():
+        raise ValueError("must be a non-empty path")
+    return Path(raw).expanduser()
+
+
+def parse_existing_file(raw: str) -> Path:
+    path = parse_path(raw)
+    if not path.is_file():
+        raise ValueError("no such file")
+    return path
+
+
+# --- the table -----------------------------------------------------------------------------------
+
+OPTIONS: dict[str, Option] = {}
+
+
+def register(*options: Option) -> None:
+    for option in options:
+        if option.name in OPTIONS:
+            raise ValueError(f"option {option.flag} registered twice")
+        OPTIONS[option.name] = option
+
+
+# Core: model, backend, report, server sizing.
+register(
+    Option("model", "SavedModel to gate: TF Serving base dir (numeric version subdirs) or one "
+           "version dir. Enables the default gate suite.", parse_path, metavar="PATH"),
+    Option("model_name", "Model name served and requested (default: the model dir's name).",
+           metavar="NAME"),
+    Option("backend", "Where TF Serving runs: auto (docker if an engine and image are there, "
+           "else tensorflow_model_server on PATH, else bundled), docker, binary, bundled, remote.",
+           choice("auto", "docker", "binary", "bundled", "remote"), default="auto"),
+    Option("report", "Write the gate results as JSON to PATH.", parse_path, metavar="PATH"),
+    Option("start_timeout", "Seconds until the server must report the model AVAILABLE.",
+           parse_positive_float, default=120.0, metavar="SECONDS"),
+    Option("intra_op_threads", "--tensorflow_intra_op_parallelism for the server "
+           "(0 = TF default: number of cores).", parse_non_negative_int, default=0, metavar="N"),
+    Option("inter_op_threads", "--tensorflow_inter_op_parallelism for the server (0 = TF "
+           "default).", parse_non_negative_int, default=0, metavar="N"),
+    Option("gates", "Comma-separated default gates to run (default: all). E.g. "
+           "serving,no_string_ops.", lambda raw: tuple(x for x in raw.replace(",", " ").split()),
+           metavar="NAMES"),
+    Option("signatures", "Signatures under gate (default: every predict/classify/regress "
+           "signature).", lambda raw: tuple(x for x in raw.replace(",", " ").split()),
+           metavar="NAMES"),
+)
+
+# Dynamic batching: a BatchingParameters file and/or one key per field (fields override file).
+register(
+    Option("batching", "Serve with dynamic batching (--enable_batching).", parse_bool,
+           default=True, metavar="on|off"),
+    Option("batching_file", "TF Serving BatchingParameters text file (--batching_parameters_"
+           "file).", parse_existing_file, metavar="PATH"),
+    Option("max_batch_size", "BatchingParameters.max_batch_size.", parse_positive_int,
+           metavar="N"),
+    Option("batch_timeout_micros", "BatchingParameters.batch_timeout_micros.",
+           parse_non_negative_int, metavar="US"),
+    Option("max_enqueued_batches", "BatchingParameters.max_enqueued_batches.",
+           parse_positive_int, metavar="N"),
+    Option("num_batch_threads", "BatchingParameters.num_batch_threads (0 = cores).",
+           parse_non_negative_int, metavar="N"),
+    Option("allowed_batch_sizes", "BatchingParameters.allowed_batch_sizes, e.g. 8,16,32.",
+           parse_int_list, metavar="SIZES"),
+    Option("pad_variable_length_inputs", "BatchingParameters.pad_variable_length_inputs.",
+           parse_bool, metavar="BOOL"),
+)
+
+
+# --- registration and resolution -------------------------------------------------------------
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("tfserving", "TF Serving release gate (pytest-tfserving)")
+    for option in OPTIONS.values():
+        help_text = f"{option.help} [env {option.env}, ini {option.ini}]"
+        if option.default is not None:
+            help_text += f" (default: {option.default})"
+        group.addoption(
+            option.flag, dest=option.dest, default=None, metavar=option.metavar,
+            action="append" if option.multiple else "store", help=help_text,
+        )
+        parser.addini(option.ini, help=option.help, default=None)
+
+
+def was_given(config: pytest.Config, name: str) -> bool:
+    return resolve(config, name).source != "default"
+
+
+def resolve(config: pytest.Config, name: str) -> Resolved:
+    """The value of option ``name``: command line > env > ini > default."""
+    option = OPTIONS[name]
+    raw_cli = config.getoption(option.dest, default=None)
+    if raw_cli is not None:
+        source = f"command line {option.flag}"
+        if option.multiple:
+            return Resolved(tuple(_parse(option, r, source) for r in raw_cli), source)
+        return Resolved(_parse(option, raw_cli, source), source)
+    env = os.environ.get(option.env)
+    if env is not None and env.strip() != "":
+        return Resolved(_parse_maybe_many(option, env, f"env {option.env}"), f"env {option.env}")
+    ini = config.getini(option.ini)
+    if ini not in (None, "", []):
+        ini_text = " ".join(ini) if isinstance(ini, list) else str(ini)
+        source = f"ini {option.ini} in {config.inipath or 'ini file'}"
+        return Resolved(_parse_maybe_many(option, ini_text, source), source)
+    default = option.default
+    if option.multiple and default is None:
+        default = ()
+    return Resolved(default, "default")
+
+
+def value(config: pytest.Config, name: str) -> Any:
+    return resolve(config, name).value
+
+
+def _parse_maybe_many(option: Option, raw: str, source: str) -> Any:
+    if option.multiple:
+        return tuple(_parse(option, part, source) for part in raw.replace(",", " ").split())
+    return _parse(option, raw, source)
+
+
+def _parse(option: Option, raw: str, source: str) -> Any:
+    try:
+        return option.parse(raw.strip())
+    except (ValueError, TypeError) as exc:
+        reason = str(exc) or type(exc).__name__
+        raise pytest.UsageError(
+            f"Invalid value {raw!r} for {option.flag} from {source}: {reason}. "
+            f"{option.help}"
+        ) from None
+
+
+def usage_error(message: str, sources: Sequence[str] = ()) -> pytest.UsageError:
+    where = f" (from {', '.join(sources)})" if sources else ""
+    return pytest.UsageError(message + where)

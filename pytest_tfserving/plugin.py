@@ -1,0 +1,173 @@
+"""pytest hooks only: options, markers, gate-suite collection, fixtures, terminal summary.
+
+Nothing here imports TensorFlow; without ``--tfs-model`` (or a tfs fixture/marker in use) the
+plugin adds nothing to a run but its options and markers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_tfserving import options
+from pytest_tfserving.session import SESSION_KEY, TFSSession, get_session
+from pytest_tfserving.settings import resolve_settings
+
+MARKERS = {
+    "tfs_serving": "tfs_serving(rtol=, atol=, signatures=): the served model answers and "
+                   "matches an in-process call",
+    "tfs_no_string_ops": "tfs_no_string_ops(allow=[...], signatures=[...]): no string ops on "
+                         "the serving path",
+    "tfs_direct_inputs": "tfs_direct_inputs(allow=[...]): serving inputs are direct tensors, not "
+                         "serialized tf.Example",
+    "tfs_int8_delta": "tfs_int8_delta(metric=, max_delta=, max_rel_delta=): INT8 post-training "
+                      "quantization keeps accuracy within bounds",
+    "tfs_warmup": "tfs_warmup(max_cold_ratio=): warmup file valid, replayed, first request warm",
+    "tfs_sla": "tfs_sla(p99_ms=, min_qps=, max_error_rate=, duration=, concurrency=, "
+               "batching={...}): P99/QPS SLA under load",
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    options.add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, text in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {text}")
+    config.stash[SESSION_KEY] = TFSSession(settings=resolve_settings(config))
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    settings = get_session(config).settings
+    if not settings.active:
+        return []
+    batching = (f"batching {settings.batching.as_dict()} from {settings.batching_source}"
+                if settings.batching else f"batching off ({settings.batching_source})")
+    return [f"tfserving: model {settings.model}; backend {settings.backend}; {batching}"]
+
+
+class GateSuiteModule(pytest.Module):
+    """The gate suite module, collected from the installed package under node id tfs-gates."""
+
+    def _getobj(self) -> Any:
+        from pytest_tfserving import gate_suite
+
+        return gate_suite
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
+                                  items: list[pytest.Item]) -> None:
+    if not get_session(config).settings.active:
+        return
+    from pytest_tfserving import gate_suite
+
+    module = GateSuiteModule.from_parent(session, path=Path(gate_suite.__file__),
+                                         nodeid="tfs-gates")
+    items[:0] = list(session.genitems(module))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Fixtures for gate markers are requested here so marked user tests need no arguments."""
+    from pytest_tfserving.gates.registry import gate_by_marker
+
+    for marker in item.iter_markers():
+        if marker.name.startswith("tfs_") and gate_by_marker(marker.name) is not None:
+            fixturenames = getattr(item, "fixturenames", None)
+            if fixturenames is not None and "_tfs_marker_gates" not in fixturenames:
+                fixturenames.append("_tfs_marker_gates")
+            break
+
+
+@pytest.fixture
+def _tfs_marker_gates(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Runs the gate of every tfs_* gate marker on the test after its body passed."""
+    yield
+    from pytest_tfserving.gates.registry import gate_by_marker
+    from pytest_tfserving.gates.runner import run_gate
+
+    for marker in request.node.iter_markers():
+        gate = gate_by_marker(marker.name)
+        if gate is None:
+            continue
+        if marker.args:
+            pytest.fail(
+                f"@pytest.mark.{marker.name} takes keyword arguments only, got positional "
+                f"{marker.args!r}", pytrace=False)
+        run_gate(gate.name, request, overrides=dict(marker.kwargs),
+                 origin=f"marker {marker.name} on {request.node.nodeid}",
+                 target=request.node.nodeid)
+
+
+def _require_model(request: pytest.FixtureRequest) -> TFSSession:
+    session = get_session(request.config)
+    if not session.settings.active:
+        pytest.skip("no model under gate: pass --tfs-model=PATH (or set tfs_model in the ini "
+                    "file / TFS_MODEL in the environment)")
+    return session
+
+
+@pytest.fixture(scope="session")
+def tfs_model(request: pytest.FixtureRequest) -> Any:
+    """The inspected model: name, version, versions, tags, signatures with tensor specs."""
+    return _require_model(request).model()
+
+
+@pytest.fixture(scope="session")
+def tfs_server(request: pytest.FixtureRequest) -> Any:
+    """The running server with the model under gate (one per session / xdist worker)."""
+    return _require_model(request).server()
+
+
+@pytest.fixture(scope="session")
+def tfs_client(tfs_server: Any) -> Any:
+    """A client for ``tfs_server``: predict (numpy in/out), metadata, status, metrics."""
+    return tfs_server.client()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    state = get_session(session.config)
+    try:
+        if state.settings.report is not None and (state.results or state.settings.active):
+            from pytest_tfserving.report import write_json
+
+            write_json(state.settings.report, _report(state))
+    finally:
+        state.stop_servers()
+
+
+def _report(state: TFSSession) -> dict[str, Any]:
+    from pytest_tfserving.report import build_report
+
+    model = None
+    if state.settings.active:
+        try:
+            model = state.model().as_dict()
+        except Exception as exc:  # an unreadable model is reported by the gates themselves
+            model = {"path": str(state.settings.model), "error": str(exc)}
+    settings = {"backend": state.settings.backend,
+                "batching": state.settings.batching.as_dict() if state.settings.batching else None,
+                "batching_source": state.settings.batching_source}
+    return build_report(state.results, model, state.backend_description(), settings)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    state = get_session(config)
+    if not state.results:
+        return
+    from pytest_tfserving.report import gate_table, header_line
+
+    report = _report(state)
+    terminalreporter.section("TF Serving release gate")
+    terminalreporter.line(header_line(report["backend"], report["model"] or None))
+    for line in gate_table(state.results, terminalreporter._tw.fullwidth):
+        terminalreporter.line(line)
+    verdict = "PASSED" if report["passed"] else "FAILED"
+    terminalreporter.line(f"release gate {verdict}",
+                          green=report["passed"], red=not report["passed"], bold=True)
+    if state.settings.report is not None:
+        terminalreporter.line(f"JSON report: {state.settings.report}")

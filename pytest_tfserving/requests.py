@@ -1,0 +1,88 @@
+"""Request sources: warmup records, .npz files, and inputs synthesized from a signature."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pytest_tfserving.errors import ConfigError
+from pytest_tfserving.model import Signature, TensorSpec
+
+Inputs = dict[str, np.ndarray[Any, Any]]
+
+
+def synthesize_tensor(spec: TensorSpec, batch_size: int, rng: np.random.Generator,
+                      free_dim: int = 1) -> np.ndarray[Any, Any]:
+    """A plausible value for ``spec``: dim 0 unknown -> batch_size, other unknown dims ->
+    ``free_dim``; unknown rank -> a vector of batch_size."""
+    if spec.shape is None:
+        shape: tuple[int, ...] = (batch_size,)
+    else:
+        shape = tuple(
+            (batch_size if i == 0 else free_dim) if d is None else d
+            for i, d in enumerate(spec.shape)
+        )
+    dtype = spec.numpy_dtype
+    if spec.is_string:
+        out = np.empty(shape, dtype=object)
+        out.fill(b"")
+        return out
+    if dtype == "bool":
+        return rng.integers(0, 2, size=shape).astype(bool)
+    if dtype.startswith(("int", "uint")):
+        high = 100 if dtype in ("int8", "uint8") else 10_000
+        return rng.integers(0, high, size=shape).astype(dtype)
+    if dtype.startswith(("float", "complex")) or dtype == "bfloat16":
+        return rng.random(size=shape).astype("float32" if dtype == "bfloat16" else dtype)
+    raise ConfigError(f"Cannot synthesize input {spec.key!r} of dtype {spec.dtype}; provide "
+                      "requests (warmup records or --tfs-requests=FILE.npz).")
+
+
+def synthesize_inputs(signature: Signature, batch_size: int = 1, seed: int = 0) -> Inputs:
+    rng = np.random.default_rng(seed)
+    return {key: synthesize_tensor(spec, batch_size, rng)
+            for key, spec in signature.inputs.items()}
+
+
+def load_npz_inputs(path: Path, signature: Signature) -> Inputs:
+    """Arrays named after the signature's inputs (extra arrays such as ``labels`` ignored)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"Cannot read {str(path)!r} as .npz: {exc}. Save it with "
+                          "numpy.savez(path, <input>=array, ...).") from exc
+    missing = sorted(set(signature.inputs) - set(arrays))
+    if missing:
+        raise ConfigError(
+            f"{path} lacks array(s) {missing} for signature {signature.name!r} (it has "
+            f"{sorted(arrays)}). Name the arrays after the signature's inputs: "
+            f"{', '.join(s.describe() for s in signature.inputs.values())}."
+        )
+    return {k: arrays[k] for k in signature.inputs}
+
+
+def warmup_inputs(model_version_dir: Path, signature_name: str,
+                  limit: int = 1000) -> list[Inputs]:
+    """Inputs of the PredictRequests in the warmup file that target ``signature_name``."""
+    from pytest_tfserving.model import WARMUP_RELATIVE_PATH
+    from pytest_tfserving.tensors import to_numpy
+    from pytest_tfserving.tfrecord import read_records
+
+    path = model_version_dir / WARMUP_RELATIVE_PATH
+    if not path.is_file():
+        return []
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    found: list[Inputs] = []
+    for raw in read_records(path, limit=limit):
+        log = prediction_log_pb2.PredictionLog.FromString(raw)
+        if log.WhichOneof("log_type") != "predict_log":
+            continue
+        request = log.predict_log.request
+        if (request.model_spec.signature_name or "serving_default") != signature_name:
+            continue
+        found.append({k: to_numpy(v) for k, v in request.inputs.items()})
+    return found

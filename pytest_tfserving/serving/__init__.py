@@ -1,0 +1,1 @@
+"""Where the server runs: one launcher per backend behind one interface; none talks to the model."""

@@ -1,0 +1,150 @@
+"""Launch a model server as a local process in its own process group (bundled and binary)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from pytest_tfserving.client import TFServingClient
+from pytest_tfserving.deadline import Deadline
+from pytest_tfserving.errors import ServerStartError, TFServingError, with_log_tail
+from pytest_tfserving.ports import free_port
+from pytest_tfserving.serving.base import METRICS_PATH, Endpoint, Launcher, ServeConfig
+from pytest_tfserving.serving.flags import model_server_flags, stage_model, write_config_files
+
+_BIND_FAILURE_HINTS = ("address already in use", "failed to bind", "could not bind",
+                       "failed to start grpc server", "errno 98")
+
+
+class ProcessLauncher(Launcher):
+    """Runs ``command_prefix + TF Serving flags`` on free loopback ports; log to a file."""
+
+    display_name = "server"
+
+    def __init__(self, config: ServeConfig, env: dict[str, str] | None = None) -> None:
+        super().__init__(config)
+        self.env = env or {}
+        self.process: subprocess.Popen[bytes] | None = None
+        self.workdir: Path | None = None
+        self.log_path: Path | None = None
+
+    def command_prefix(self) -> list[str]:
+        raise NotImplementedError
+
+    def extra_flags(self) -> list[str]:
+        return []
+
+    def image_or_binary(self) -> str:
+        return " ".join(self.command_prefix())
+
+    def start(self, deadline: Deadline) -> Endpoint:
+        attempts = 3
+        for attempt in range(attempts):
+            try:
+                return self._start_once(deadline)
+            except ServerStartError as exc:
+                log = self.logs().lower()
+                self.stop()
+                retry = attempt + 1 < attempts and not deadline.expired() and any(
+                    hint in log for hint in _BIND_FAILURE_HINTS)
+                if not retry:
+                    raise exc
+        raise AssertionError("unreachable")
+
+    def _start_once(self, deadline: Deadline) -> Endpoint:
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"tfs-{self.kind}-"))
+        self.log_path = self.workdir / "server.log"
+        base = stage_model(self.config, self.workdir / "models")
+        write_config_files(self.config, self.workdir)
+        grpc_port, rest_port = free_port(), free_port()
+        command = [
+            *self.command_prefix(),
+            *model_server_flags(self.config, grpc_port, rest_port, str(base), str(self.workdir)),
+            *self.extra_flags(),
+        ]
+        (self.workdir / "command.txt").write_text(" ".join(command) + "\n")
+        with open(self.log_path, "wb") as log:
+            try:
+                self.process = subprocess.Popen(
+                    command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    start_new_session=True, env={**os.environ, **self.env},
+                )
+            except OSError as exc:
+                raise ServerStartError(
+                    f"Could not run {command[0]!r}: {exc}. Check --tfs-backend and that the "
+                    "server is installed."
+                ) from exc
+        rest = f"http://127.0.0.1:{rest_port}"
+        self.endpoint = Endpoint(
+            grpc_address=f"127.0.0.1:{grpc_port}", rest_address=rest,
+            model_name=self.config.model_name, backend=self.kind,
+            image_or_binary=self.image_or_binary(),
+            metrics_url=rest + METRICS_PATH if self.config.monitoring else None,
+            extra={"pid": self.process.pid, "log": str(self.log_path), "command": command},
+        )
+        client = TFServingClient(self.endpoint.grpc_address, self.config.model_name)
+        try:
+            client.wait_available(deadline, exited=self._exit_reason)
+        except TFServingError as exc:
+            raise with_log_tail(exc, self.log_tail(), self.display_name) from None
+        finally:
+            client.close()
+        return self.endpoint
+
+    def _exit_reason(self) -> str | None:
+        if self.process is None:
+            return "not started"
+        code = self.process.poll()
+        if code is None:
+            return None
+        if code < 0:
+            return f"killed by signal {signal.Signals(-code).name}"
+        return f"exit code {code}"
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                process.wait(timeout=10)
+        elif process is not None:
+            try:  # the leader exited; make sure no child of its group lingers
+                os.killpg(process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def cleanup(self) -> None:
+        """Remove the work dir (staged model link, config files, log)."""
+        self.stop()
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def logs(self) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, needle: str, timeout: float = 5.0) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if needle in self.logs():
+                return True
+            time.sleep(0.05)
+        return needle in self.logs()

@@ -1,0 +1,50 @@
+"""Pick the launcher for ``--tfs-backend`` (auto: docker > binary > bundled)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+
+from pytest_tfserving.errors import ConfigError
+from pytest_tfserving.serving.base import Launcher, ServeConfig
+
+LauncherFactory = Callable[[ServeConfig], Launcher]
+
+
+def binary_on_path() -> str | None:
+    return shutil.which("tensorflow_model_server")
+
+
+def choose_backend(requested: str) -> tuple[str, str]:
+    """(backend kind, why) for the requested backend; ``auto`` probes what this machine has."""
+    if requested != "auto":
+        return requested, f"--tfs-backend={requested}"
+    from pytest_tfserving.serving import docker_probe
+
+    docker_reason = docker_probe.usable_reason()
+    if docker_reason is None:
+        return "docker", "auto: Docker engine answers and the image is present or pullable"
+    if binary_on_path():
+        return "binary", f"auto: no Docker ({docker_reason}); tensorflow_model_server on PATH"
+    return "bundled", (f"auto: no Docker ({docker_reason}) and no tensorflow_model_server on "
+                       "PATH; using the bundled TF-Serving-compatible server")
+
+
+def launcher_factory(kind: str) -> LauncherFactory:
+    if kind == "bundled":
+        from pytest_tfserving.serving.bundled import BundledLauncher
+
+        return BundledLauncher
+    if kind == "binary":
+        from pytest_tfserving.serving.binary import BinaryLauncher
+
+        return BinaryLauncher
+    if kind == "docker":
+        from pytest_tfserving.serving.docker import DockerLauncher
+
+        return DockerLauncher
+    if kind == "remote":
+        from pytest_tfserving.serving.remote import RemoteLauncher
+
+        return RemoteLauncher
+    raise ConfigError(f"Unknown backend {kind!r}; use auto, docker, binary, bundled or remote.")

@@ -1,0 +1,173 @@
+"""The stateful object that owns one pytest run: model, servers, gate results.
+
+Registered in ``config.stash``; ``plugin.py`` holds only hooks that delegate here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_tfserving.deadline import Deadline
+from pytest_tfserving.errors import ConfigError
+from pytest_tfserving.gates.result import GateResult
+from pytest_tfserving.settings import Settings
+
+if TYPE_CHECKING:
+    from pytest_tfserving.client import TFServingClient
+    from pytest_tfserving.model import ModelInfo
+    from pytest_tfserving.serving.base import Endpoint, Launcher, ServeConfig
+
+
+@dataclass
+class RunningServer:
+    """A started server with its client; what the ``tfs_server`` fixture yields."""
+
+    launcher: Launcher
+    endpoint: Endpoint
+    config: ServeConfig
+    _client: TFServingClient | None = None
+
+    @property
+    def grpc_address(self) -> str:
+        return self.endpoint.grpc_address
+
+    @property
+    def rest_address(self) -> str | None:
+        return self.endpoint.rest_address
+
+    @property
+    def model_name(self) -> str:
+        return self.endpoint.model_name
+
+    @property
+    def backend(self) -> str:
+        return self.endpoint.backend
+
+    def client(self) -> TFServingClient:
+        if self._client is None:
+            from pytest_tfserving.client import TFServingClient
+
+            self._client = TFServingClient(self.endpoint.grpc_address, self.endpoint.model_name,
+                                           self.endpoint.rest_address, self.endpoint.metrics_url)
+        return self._client
+
+    def logs(self) -> str:
+        return self.launcher.logs()
+
+    def metrics(self) -> str:
+        return self.client().metrics_text()
+
+    def stop(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        self.launcher.stop()
+        cleanup = getattr(self.launcher, "cleanup", None)
+        if callable(cleanup):
+            cleanup()
+
+
+@dataclass
+class TFSSession:
+    settings: Settings
+    results: list[GateResult] = field(default_factory=list)
+    backend_kind: str | None = None
+    backend_reason: str = ""
+    _model: ModelInfo | None = None
+    _servers: dict[ServeConfig, RunningServer] = field(default_factory=dict)
+    _failed: dict[ServeConfig, BaseException] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    cache: dict[str, Any] = field(default_factory=dict)  # analyses shared between gates
+    started: list[dict[str, Any]] = field(default_factory=list)  # what ran, for the report
+
+    # --- model --------------------------------------------------------------------------------
+
+    def model(self) -> ModelInfo:
+        if self._model is None:
+            if self.settings.model is None:
+                raise ConfigError("No model under gate: pass --tfs-model=PATH (or set tfs_model "
+                                  "in the ini file).")
+            from pytest_tfserving.model import inspect_model
+
+            self._model = inspect_model(self.settings.model, self.settings.model_name)
+        return self._model
+
+    def default_serve_config(self) -> ServeConfig:
+        from pytest_tfserving.serving.base import ServeConfig
+
+        model = self.model()
+        return ServeConfig(
+            model_name=model.name, version_dir=model.version_dir, version=model.version,
+            batching=self.settings.batching,
+            intra_op_threads=self.settings.intra_op_threads,
+            inter_op_threads=self.settings.inter_op_threads,
+        )
+
+    def serve_config(self, **changes: Any) -> ServeConfig:
+        return dataclasses.replace(self.default_serve_config(), **changes)
+
+    # --- servers ------------------------------------------------------------------------------
+
+    def backend(self) -> str:
+        if self.backend_kind is None:
+            from pytest_tfserving.serving.select import choose_backend
+
+            self.backend_kind, self.backend_reason = choose_backend(self.settings.backend)
+        return self.backend_kind
+
+    def server(self, config: ServeConfig | None = None) -> RunningServer:
+        """The running server for ``config`` (default: the settings'); started once and kept
+        for the session. A start that failed is not retried: every user sees the same error."""
+        from pytest_tfserving.serving.select import launcher_factory
+
+        config = config or self.default_serve_config()
+        with self._lock:
+            if config in self._servers:
+                return self._servers[config]
+            if config in self._failed:
+                raise self._failed[config]
+            launcher = launcher_factory(self.backend())(config)
+            try:
+                endpoint = launcher.start(Deadline.after(self.settings.start_timeout))
+            except BaseException as exc:
+                launcher.stop()
+                self._failed[config] = exc
+                raise
+            running = RunningServer(launcher, endpoint, config)
+            self.started.append({**launcher.describe(), "label": config.label or "default"})
+            self._servers[config] = running
+            return running
+
+    def servers(self) -> list[RunningServer]:
+        return list(self._servers.values())
+
+    def stop_servers(self) -> None:
+        with self._lock:
+            servers, self._servers = list(self._servers.values()), {}
+        for server in servers:
+            server.stop()
+
+    # --- results ------------------------------------------------------------------------------
+
+    def record(self, result: GateResult) -> None:
+        self.results.append(result)
+
+    def backend_description(self) -> dict[str, Any]:
+        described: dict[str, Any] = {"kind": self.backend_kind, "reason": self.backend_reason,
+                                     "image_or_binary": None}
+        if self.started:
+            described.update({k: v for k, v in self.started[0].items() if v is not None})
+            described["servers"] = self.started
+        return described
+
+
+SESSION_KEY = pytest.StashKey[TFSSession]()
+
+
+def get_session(config: pytest.Config) -> TFSSession:
+    return config.stash[SESSION_KEY]
