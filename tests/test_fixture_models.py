@@ -1,0 +1,320 @@
+"""The committed fixture models (fixtures/models) are what fixtures/build_models.py promises.
+
+TensorFlow is imported inside fixtures, not at collection time, so collecting the test suite
+stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pytest
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+MODELS = FIXTURES / "models"
+DIGITS_EVAL = FIXTURES / "data" / "digits_eval.npz"
+WARMUP = MODELS / "ctr_direct" / "1" / "assets.extra" / "tf_serving_warmup_requests"
+PREDICT = "tensorflow/serving/predict"
+
+# model -> signature -> (method, {input: (dtype, shape)}, {output: (dtype, shape)})
+EXPECTED: dict[str, dict[str, tuple[str, dict[str, Any], dict[str, Any]]]] = {
+    "ctr_direct": {
+        "serving_default": (
+            PREDICT,
+            {
+                "user_id": ("DT_INT64", [-1]),
+                "ad_id": ("DT_INT64", [-1]),
+                "category_id": ("DT_INT64", [-1]),
+                "dense": ("DT_FLOAT", [-1, 8]),
+            },
+            {"probability": ("DT_FLOAT", [-1, 1])},
+        )
+    },
+    "ctr_strings": {
+        "serving_default": (
+            PREDICT,
+            {"examples": ("DT_STRING", [-1])},
+            {"probability": ("DT_FLOAT", [-1, 1])},
+        )
+    },
+    "digits": {
+        "serving_default": (
+            PREDICT,
+            {"pixels": ("DT_FLOAT", [-1, 64])},
+            {"probabilities": ("DT_FLOAT", [-1, 10]), "class_id": ("DT_INT64", [-1])},
+        ),
+        "classify": (
+            "tensorflow/serving/classify",
+            {"inputs": ("DT_STRING", [-1])},
+            {"classes": ("DT_STRING", [-1, 10]), "scores": ("DT_FLOAT", [-1, 10])},
+        ),
+        "regress": (
+            "tensorflow/serving/regress",
+            {"inputs": ("DT_STRING", [-1])},
+            {"outputs": ("DT_FLOAT", [-1])},
+        ),
+    },
+    "tf1_linear": {
+        "serving_default": (
+            PREDICT,
+            {"x": ("DT_FLOAT", [-1, 4])},
+            {"y": ("DT_FLOAT", [-1, 2])},
+        )
+    },
+}
+
+STRING_OPS = {
+    "AsString",
+    "ParseExample",
+    "ParseExampleV2",
+    "ParseSingleExample",
+    "StringToHashBucket",
+    "StringToHashBucketFast",
+    "StringToHashBucketStrong",
+    "StringToNumber",
+    "StringJoin",
+    "StringSplit",
+    "StringSplitV2",
+    "LookupTableFindV2",
+}
+
+
+@pytest.fixture(scope="module")
+def tf() -> ModuleType:
+    import tensorflow
+
+    return tensorflow
+
+
+@pytest.fixture(scope="module")
+def build_models(tf: ModuleType) -> ModuleType:
+    spec = importlib.util.spec_from_file_location("build_models", FIXTURES / "build_models.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def loaded(tf: ModuleType) -> dict[str, Any]:
+    return {name: tf.saved_model.load(str(MODELS / name / "1")) for name in EXPECTED}
+
+
+def _saved_model_proto(name: str) -> Any:
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    sm = saved_model_pb2.SavedModel()
+    sm.ParseFromString((MODELS / name / "1" / "saved_model.pb").read_bytes())
+    return sm
+
+
+def _serving_ops(name: str, signature: str) -> set[str]:
+    """Op types reachable from a TF2 signature's outputs through the function library."""
+    meta = _saved_model_proto(name).meta_graphs[0]
+    library = {f.signature.name: f for f in meta.graph_def.library.function}
+    nodes = {n.name: n for n in meta.graph_def.node}
+    ops: set[str] = set()
+    seen_fns: set[str] = set()
+    pending_nodes = [t.name.split(":")[0] for t in meta.signature_def[signature].outputs.values()]
+    pending_fns: list[str] = []
+
+    def called(node: Any) -> list[str]:
+        out = [v.func.name for v in node.attr.values() if v.HasField("func")]
+        out += [f.name for v in node.attr.values() for f in v.list.func]
+        return out
+
+    seen_nodes: set[str] = set()
+    while pending_nodes:
+        node = nodes[pending_nodes.pop()]
+        if node.name in seen_nodes:
+            continue
+        seen_nodes.add(node.name)
+        ops.add(node.op)
+        pending_fns += called(node)
+        pending_nodes += [i.lstrip("^").split(":")[0] for i in node.input]
+    while pending_fns:
+        fn_name = pending_fns.pop()
+        if fn_name in seen_fns:
+            continue
+        seen_fns.add(fn_name)
+        for node in library[fn_name].node_def:
+            ops.add(node.op)
+            pending_fns += called(node)
+    return ops
+
+
+# --- layout and signatures --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_tf_serving_layout_and_size(name: str) -> None:
+    version = MODELS / name / "1"
+    assert (version / "saved_model.pb").is_file()
+    assert (version / "variables" / "variables.index").is_file()
+    size = sum(p.stat().st_size for p in (MODELS / name).rglob("*") if p.is_file())
+    assert size < 2 * 1024 * 1024, f"{name} is {size} bytes"
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_signatures_match_spec(tf: ModuleType, name: str) -> None:
+    from tensorflow.core.framework import types_pb2
+
+    meta = _saved_model_proto(name).meta_graphs[0]
+    assert list(meta.meta_info_def.tags) == ["serve"]
+    sigs = {k: v for k, v in meta.signature_def.items() if not k.startswith("__")}
+    assert set(sigs) == set(EXPECTED[name])
+    for key, (method, inputs, outputs) in EXPECTED[name].items():
+        sig = sigs[key]
+        assert sig.method_name == method, key
+        for got, want in ((sig.inputs, inputs), (sig.outputs, outputs)):
+            actual = {
+                k: (types_pb2.DataType.Name(t.dtype), [d.size for d in t.tensor_shape.dim])
+                for k, t in got.items()
+            }
+            assert actual == want, f"{name}/{key}"
+
+
+def test_ctr_direct_serving_path_has_no_string_ops(tf: ModuleType) -> None:
+    ops = _serving_ops("ctr_direct", "serving_default")
+    assert "FloorMod" in ops and "ResourceGather" in ops
+    assert not ops & STRING_OPS, ops & STRING_OPS
+
+
+def test_ctr_strings_serving_path_has_the_playbook_string_ops(tf: ModuleType) -> None:
+    ops = _serving_ops("ctr_strings", "serving_default")
+    assert {"ParseExampleV2", "AsString", "StringToHashBucketFast"} <= ops
+
+
+# --- behaviour ------------------------------------------------------------------------
+
+
+def test_ctr_direct_and_ctr_strings_agree(
+    tf: ModuleType, build_models: ModuleType, loaded: dict[str, Any]
+) -> None:
+    world = build_models.make_ctr_world()
+    feats, clicks = world.sample(np.random.default_rng(7), 500)
+    direct = (
+        loaded["ctr_direct"]
+        .signatures["serving_default"](**{k: tf.constant(v) for k, v in feats.items()})[
+            "probability"
+        ]
+        .numpy()
+    )
+    strings = (
+        loaded["ctr_strings"]
+        .signatures["serving_default"](
+            examples=tf.constant(build_models.serialize_ctr_examples(feats))
+        )["probability"]
+        .numpy()
+    )
+    assert direct.shape == strings.shape == (500, 1)
+    assert ((direct > 0) & (direct < 1)).all()
+    assert direct.std() > 0.05, "predictions should depend on the inputs"
+    np.testing.assert_allclose(strings, direct, atol=1e-6)
+    # the model learnt the hidden rule: clicked rows score higher on average
+    assert direct[clicks == 1].mean() > direct[clicks == 0].mean() + 0.1
+
+
+def test_digits_accuracy_on_eval_split(
+    tf: ModuleType, build_models: ModuleType, loaded: dict[str, Any]
+) -> None:
+    data = np.load(DIGITS_EVAL)
+    pixels, labels = data["pixels"], data["labels"]
+    assert pixels.dtype == np.float32 and pixels.shape[1] == 64
+    assert labels.dtype == np.int64 and len(labels) == len(pixels) == 360
+    assert 0.0 <= pixels.min() and pixels.max() <= 1.0
+    sigs = loaded["digits"].signatures
+    out = sigs["serving_default"](pixels=tf.constant(pixels))
+    class_id = out["class_id"].numpy()
+    probs = out["probabilities"].numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(class_id, probs.argmax(axis=1))
+    assert np.mean(class_id == labels) >= 0.95
+
+    examples = tf.constant([build_models.digits_example(p) for p in pixels[:16]])
+    cls = sigs["classify"](inputs=examples)
+    np.testing.assert_allclose(cls["scores"].numpy(), probs[:16], atol=1e-6)
+    assert cls["classes"].numpy()[0].tolist() == [str(i).encode() for i in range(10)]
+    reg = sigs["regress"](inputs=examples)["outputs"].numpy()
+    np.testing.assert_array_equal(reg, class_id[:16].astype(np.float32))
+
+
+def test_warmup_file_holds_predict_requests_the_model_accepts(
+    tf: ModuleType, loaded: dict[str, Any]
+) -> None:
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    serve = loaded["ctr_direct"].signatures["serving_default"]
+    batch_sizes = []
+    for raw in tf.data.TFRecordDataset(str(WARMUP)).as_numpy_iterator():
+        log = prediction_log_pb2.PredictionLog.FromString(raw)
+        assert log.WhichOneof("log_type") == "predict_log"
+        req = log.predict_log.request
+        assert req.model_spec.name == "ctr_direct"
+        assert req.model_spec.signature_name == "serving_default"
+        assert set(req.inputs) == {"user_id", "ad_id", "category_id", "dense"}
+        arrays = {k: tf.make_ndarray(v) for k, v in req.inputs.items()}
+        assert arrays["dense"].dtype == np.float32 and arrays["user_id"].dtype == np.int64
+        n = len(arrays["user_id"])
+        assert all(len(a) == n for a in arrays.values())
+        assert serve(**{k: tf.constant(v) for k, v in arrays.items()})["probability"].shape == (
+            n,
+            1,
+        )
+        batch_sizes.append(n)
+    assert len(batch_sizes) == 10
+    assert min(batch_sizes) == 1 and max(batch_sizes) == 32
+    assert not (MODELS / "ctr_strings" / "1" / "assets.extra").exists()
+
+
+def test_tf1_linear_computes_its_fixed_layer(
+    tf: ModuleType, build_models: ModuleType, loaded: dict[str, Any]
+) -> None:
+    meta = _saved_model_proto("tf1_linear").meta_graphs[0]
+    assert {"x", "y"} <= {n.name for n in meta.graph_def.node}  # TF1: ops in the top graph
+    x = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+    y = loaded["tf1_linear"].signatures["serving_default"](x=tf.constant(x))["y"].numpy()
+    np.testing.assert_allclose(y, x @ build_models.TF1_W + build_models.TF1_B, rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_rebuild_reproduces_committed_predictions(
+    tmp_path: Path, tf: ModuleType, build_models: ModuleType, loaded: dict[str, Any]
+) -> None:
+    """A fresh build (own process, so its TF env settings apply) predicts like the committed."""
+    out = tmp_path / "models"
+    proc = subprocess.run(
+        [sys.executable, str(FIXTURES / "build_models.py"), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "data" / "digits_eval.npz").is_file()
+    fresh = {name: tf.saved_model.load(str(out / name / "1")) for name in EXPECTED}
+
+    feats, _ = build_models.make_ctr_world().sample(np.random.default_rng(11), 200)
+    ctr_in = {k: tf.constant(v) for k, v in feats.items()}
+    pixels = tf.constant(np.load(DIGITS_EVAL)["pixels"])
+    x = tf.constant(np.ones((3, 4), np.float32))
+    cases = [
+        ("ctr_direct", ctr_in, "probability"),
+        (
+            "ctr_strings",
+            {"examples": tf.constant(build_models.serialize_ctr_examples(feats))},
+            "probability",
+        ),
+        ("digits", {"pixels": pixels}, "probabilities"),
+        ("tf1_linear", {"x": x}, "y"),
+    ]
+    for name, inputs, key in cases:
+        old = loaded[name].signatures["serving_default"](**inputs)[key].numpy()
+        new = fresh[name].signatures["serving_default"](**inputs)[key].numpy()
+        # bitwise on the machine that built them; a small tolerance for other CPUs / TF builds
+        np.testing.assert_allclose(new, old, atol=1e-4, err_msg=f"{name}: rebuild differs")
