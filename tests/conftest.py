@@ -1,0 +1,53 @@
+"""Shared test fixtures: the committed fixture models, and pytester."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ROOT / "fixtures" / "models"
+DATA = ROOT / "fixtures" / "data"
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _ensure_models() -> None:
+    if all((MODELS / name / "1" / "saved_model.pb").is_file()
+           for name in ("ctr_direct", "ctr_strings", "digits", "tf1_linear")):
+        return
+    sys.path.insert(0, str(ROOT / "fixtures"))
+    from build_models import build_all  # type: ignore[import-not-found]
+
+    build_all(MODELS)
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    _ensure_models()
+    return MODELS
+
+
+@pytest.fixture(scope="session")
+def ctr_direct(models_dir: Path) -> Path:
+    return models_dir / "ctr_direct"
+
+
+@pytest.fixture(scope="session")
+def ctr_strings(models_dir: Path) -> Path:
+    return models_dir / "ctr_strings"
+
+
+@pytest.fixture(scope="session")
+def digits(models_dir: Path) -> Path:
+    return models_dir / "digits"
+
+
+@pytest.fixture(scope="session")
+def tf1_linear(models_dir: Path) -> Path:
+    return models_dir / "tf1_linear"
