@@ -1,0 +1,7 @@
+"""``python -m pytest_tfserving``: see :mod:`pytest_tfserving.cli`."""
+
+import sys
+
+from pytest_tfserving.cli import main
+
+sys.exit(main())
