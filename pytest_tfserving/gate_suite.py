@@ -15,7 +15,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         from pytest_tfserving.gates.registry import GATES
 
         chosen = get_session(metafunc.config).settings.gates
-        names = [g.name for g in GATES if not chosen or g.name in chosen]
+        names = [g.name for g in GATES if chosen == "all" or g.name in chosen]
         metafunc.parametrize("gate_name", names, ids=names)
 
 

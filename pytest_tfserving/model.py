@@ -48,7 +48,8 @@ class TensorSpec:
 
     def as_dict(self) -> dict[str, Any]:
         return {"tensor": self.tensor_name, "dtype": self.dtype,
-                "shape": None if self.shape is None else list(self.shape)}
+                "shape": None if self.shape is None else [-1 if d is None else d
+                                                          for d in self.shape]}
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,24 @@ def parse_int_list(raw: str) -> tuple[int, ...]:
     return tuple(int(x) for x in raw.replace(",", " ").split())
 
 
+def parse_gate_names(raw: str) -> tuple[str, ...] | str:
+    """'all' -> 'all'; 'none' or '' -> (); else the named gates, each checked against the
+    registry."""
+    from pytest_tfserving.gates.registry import GATES
+
+    words = raw.replace(",", " ").split()
+    if words == ["all"]:
+        return "all"
+    if not words or words == ["none"]:
+        return ()
+    known = [g.name for g in GATES]
+    unknown = [w for w in words if w not in known]
+    if unknown:
+        raise ValueError(f"unknown gate(s) {', '.join(unknown)}; known: all, none, "
+                         f"{', '.join(known)}")
+    return tuple(words)
+
+
 def choice(*choices: str) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         if raw not in choices:
@@ -151,8 +169,8 @@ register(
            "(0 = TF default: number of cores).", parse_non_negative_int, default=0, metavar="N"),
     Option("inter_op_threads", "--tensorflow_inter_op_parallelism for the server (0 = TF "
            "default).", parse_non_negative_int, default=0, metavar="N"),
-    Option("gates", "Comma-separated default gates to run (default: all). E.g. "
-           "serving,no_string_ops.", lambda raw: tuple(x for x in raw.replace(",", " ").split()),
+    Option("gates", "Default gates to run: 'all' (default), 'none', or a comma-separated list "
+           "such as serving,no_string_ops.", lambda raw: parse_gate_names(raw), default="all",
            metavar="NAMES"),
     Option("signatures", "Signatures under gate (default: every predict/classify/regress "
            "signature).", lambda raw: tuple(x for x in raw.replace(",", " ").split()),

@@ -62,7 +62,8 @@ class GateSuiteModule(pytest.Module):
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
                                   items: list[pytest.Item]) -> None:
-    if not get_session(config).settings.active:
+    settings = get_session(config).settings
+    if not settings.active or not settings.gates:
         return
     from pytest_tfserving import gate_suite
 

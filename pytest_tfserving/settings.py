@@ -29,7 +29,7 @@ class Settings:
     inter_op_threads: int
     batching: BatchingParameters | None
     batching_source: str
-    gates: tuple[str, ...]
+    gates: tuple[str, ...] | str  # "all" or the chosen gate names (empty: none)
     signatures: tuple[str, ...]
 
     @property
@@ -75,6 +75,6 @@ def resolve_settings(config: pytest.Config) -> Settings:
         inter_op_threads=options.value(config, "inter_op_threads"),
         batching=batching,
         batching_source=batching_source,
-        gates=options.value(config, "gates") or (),
+        gates=options.value(config, "gates"),
         signatures=options.value(config, "signatures") or (),
     )
