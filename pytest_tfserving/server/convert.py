@@ -1,0 +1,99 @@
+"""PredictRequest inputs -> arrays and arrays -> PredictResponse outputs, validated as TF Serving.
+
+Messages follow ``servables/tensorflow/predict_util.cc`` where TF Serving has one (input count
+mismatch, unknown output alias) and otherwise name the input, what was expected and what came.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from pytest_tfserving.server.servable import Arrays, SignatureRunner, TensorInfo
+from pytest_tfserving.server.status import invalid
+from pytest_tfserving.tensors import TensorConversionError, dtype_name, from_numpy, to_numpy
+
+
+def _set(keys: Iterable[str]) -> str:
+    return "{" + ",".join(sorted(keys)) + "}"
+
+
+def check_input_keys(inputs: Mapping[str, TensorInfo], sent: Iterable[str]) -> None:
+    """Sent input keys must be the signature's exactly (TF Serving's messages)."""
+    sent_keys = set(sent)
+    expected = set(inputs)
+    if sent_keys == expected:
+        return
+    extra, missing = sent_keys - expected, expected - sent_keys
+    if len(sent_keys) != len(expected):
+        raise invalid(
+            f"input size does not match signature: {len(sent_keys)}!={len(expected)} "
+            f"len({_set(sent_keys)}) != len({_set(expected)}). Sent extra: {_set(extra)}. "
+            f"Missing but required: {_set(missing)}."
+        )
+    raise invalid(
+        f"input tensor alias not found in signature: {','.join(sorted(extra))}. Inputs "
+        f"expected to be in the set {_set(expected)}. Missing but required: {_set(missing)}."
+    )
+
+
+def shape_text(shape: Iterable[int] | None) -> str:
+    return "unknown rank" if shape is None else "[" + ",".join(str(d) for d in shape) + "]"
+
+
+def check_array(info: TensorInfo, arr: np.ndarray[Any, Any]) -> None:
+    if info.shape is None:
+        return
+    if arr.ndim != len(info.shape) or any(
+        want >= 0 and want != got for want, got in zip(info.shape, arr.shape, strict=False)
+    ):
+        raise invalid(
+            f"input '{info.key}' has shape {shape_text(arr.shape)} but the signature expects "
+            f"{shape_text(info.shape)} (-1: any size)"
+        )
+
+
+def decode_inputs(runner: SignatureRunner, inputs: Mapping[str, Any]) -> Arrays:
+    """Validate and decode ``request.inputs`` (zero-copy for ``tensor_content``)."""
+    check_input_keys(runner.inputs, inputs.keys())
+    out: Arrays = {}
+    for key, proto in inputs.items():
+        info = runner.inputs[key]
+        if proto.dtype != info.dtype:
+            raise invalid(
+                f"input '{key}' has dtype {dtype_name(proto.dtype)} but the signature expects "
+                f"{dtype_name(info.dtype)}"
+            )
+        try:
+            arr = to_numpy(proto)
+        except TensorConversionError as exc:
+            raise invalid(f"input '{key}': {exc}") from None
+        check_array(info, arr)
+        out[key] = arr
+    return out
+
+
+def output_keys(runner: SignatureRunner, output_filter: Iterable[str]) -> tuple[str, ...]:
+    """The outputs to return: the filter (validated, TF Serving's message) or all of them."""
+    keys = tuple(output_filter)
+    if not keys:
+        return tuple(runner.outputs)
+    seen: set[str] = set()
+    for alias in keys:
+        if alias not in runner.outputs:
+            raise invalid(
+                f"output tensor alias not found in signature: {alias} Outputs expected to be "
+                f"in the set {_set(runner.outputs)}."
+            )
+        if alias in seen:
+            raise invalid(f"duplicate output tensor alias: {alias}")
+        seen.add(alias)
+    return keys
+
+
+def encode_outputs(outputs: Arrays, keys: Iterable[str], target: Any) -> None:
+    """Write the selected outputs into ``response.outputs`` (a TensorProto map)."""
+    for key in keys:
+        from_numpy(outputs[key], proto=target[key])

@@ -1,0 +1,144 @@
+"""The request pipeline shared by gRPC, REST and warmup: resolve, validate, run, respond.
+
+Model calls never run on the event loop thread: without batching they go to a small thread pool
+(TF releases the GIL), with batching to the scheduler's batch threads. Either way the caller gets
+a ``concurrent.futures.Future``; async callers await it with ``asyncio.wrap_future``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from pytest_tfserving.batching import BatchingParameters
+from pytest_tfserving.model import DEFAULT_SIGNATURE
+from pytest_tfserving.server.batcher import BatchScheduler
+from pytest_tfserving.server.convert import decode_inputs, encode_outputs, output_keys
+from pytest_tfserving.server.metrics import Metrics
+from pytest_tfserving.server.servable import Arrays, Servable, SignatureRunner
+from pytest_tfserving.server.state import AVAILABLE, ModelState
+from pytest_tfserving.server.status import not_found, precondition
+
+
+class Core:
+    """One model, its state, its executor (direct or batched) and its metrics."""
+
+    def __init__(self, model_name: str, state: ModelState, metrics: Metrics,
+                 batching: BatchingParameters | None) -> None:
+        self.model_name = model_name
+        self.state = state
+        self.metrics = metrics
+        self.batching = batching
+        self.servable: Servable | None = None
+        cores = os.cpu_count() or 1
+        self._pool = cf.ThreadPoolExecutor(max_workers=max(2, cores), thread_name_prefix="model")
+        self.scheduler: BatchScheduler | None = None
+        if batching is not None:
+            self.scheduler = BatchScheduler(batching, metrics, batching.effective_threads(cores),
+                                            model_name)
+
+    # -- lookup ----------------------------------------------------------------------------
+    def resolve(self, model_spec: Any) -> Servable:
+        """The servable for ``model_spec`` (name, version or version_label), or NOT_FOUND."""
+        name = model_spec.name
+        servable = self.servable
+        if model_spec.HasField("version"):
+            request = f"Specific({name}, {model_spec.version.value})"
+        elif model_spec.version_label:
+            request = f"Specific({name}, label {model_spec.version_label})"
+        else:
+            request = f"Latest({name})"
+        if (servable is None or name != self.model_name
+                or self.state.get().state != AVAILABLE):
+            raise not_found(f"Servable not found for request: {request}")
+        if model_spec.HasField("version") and model_spec.version.value != servable.version:
+            raise not_found(f"Servable not found for request: {request}")
+        if model_spec.version_label:  # no version labels are configured here
+            raise not_found(f"Unrecognized servable version label: {model_spec.version_label}")
+        return servable
+
+    def signature(self, servable: Servable, name: str) -> SignatureRunner:
+        key = name or DEFAULT_SIGNATURE
+        runner = servable.signatures.get(key)
+        if runner is None:
+            raise precondition(f'Serving signature key "{key}" not found.')
+        return runner
+
+    # -- execution -------------------------------------------------------------------------
+    def submit(self, runner: SignatureRunner, arrays: Mapping[str, np.ndarray[Any, Any]],
+               outputs: tuple[str, ...], api: str = "Predict") -> cf.Future[Arrays]:
+        if self.scheduler is not None:
+            return self.scheduler.submit(runner, arrays, outputs)
+        return self._pool.submit(self._run_direct, runner, arrays, api)
+
+    def _run_direct(self, runner: SignatureRunner, arrays: Mapping[str, np.ndarray[Any, Any]],
+                    api: str) -> Arrays:
+        t0 = time.monotonic()
+        out = runner.run(arrays)
+        self.metrics.record_runtime(self.model_name, api, (time.monotonic() - t0) * 1e6)
+        return out
+
+    # -- Predict ---------------------------------------------------------------------------
+    def _prepare_predict(self, request: Any, servable: Servable | None = None
+                         ) -> tuple[Servable, SignatureRunner, Arrays, tuple[str, ...]]:
+        if servable is None:  # warmup passes the servable: TF Serving ignores its model_spec
+            servable = self.resolve(request.model_spec)
+        runner = self.signature(servable, request.model_spec.signature_name)
+        arrays = decode_inputs(runner, request.inputs)
+        keys = output_keys(runner, request.output_filter)
+        return servable, runner, arrays, keys
+
+    def _predict_response(self, servable: Servable, runner: SignatureRunner, outputs: Arrays,
+                          keys: tuple[str, ...]) -> Any:
+        from tensorflow_serving.apis import predict_pb2
+
+        response = predict_pb2.PredictResponse()
+        spec = response.model_spec
+        spec.name = servable.name
+        spec.version.value = servable.version
+        spec.signature_name = runner.name
+        encode_outputs(outputs, keys, response.outputs)
+        return response
+
+    async def predict_async(self, request: Any) -> Any:
+        servable, runner, arrays, keys = self._prepare_predict(request)
+        outputs = await asyncio.wrap_future(self.submit(runner, arrays, keys))
+        return self._predict_response(servable, runner, outputs, keys)
+
+    def predict_sync(self, request: Any, servable: Servable | None = None) -> Any:
+        servable, runner, arrays, keys = self._prepare_predict(request, servable)
+        outputs = self.submit(runner, arrays, keys).result()
+        return self._predict_response(servable, runner, outputs, keys)
+
+    # -- metadata --------------------------------------------------------------------------
+    def metadata(self, request: Any) -> Any:
+        from tensorflow_serving.apis import get_model_metadata_pb2
+
+        from pytest_tfserving.server.status import invalid
+
+        servable = self.resolve(request.model_spec)
+        fields = list(request.metadata_field)
+        if not fields:
+            raise invalid("GetModelMetadataRequest must specify at least one metadata_field")
+        for field_name in fields:
+            if field_name != "signature_def":
+                raise invalid(f"Metadata field {field_name} is not supported")
+        response = get_model_metadata_pb2.GetModelMetadataResponse()
+        response.model_spec.name = servable.name
+        response.model_spec.version.value = servable.version
+        sig_map = get_model_metadata_pb2.SignatureDefMap()
+        for key, sd in servable.signature_defs.items():
+            sig_map.signature_def[key].CopyFrom(sd)
+        response.metadata["signature_def"].Pack(sig_map)
+        return response
+
+    def close(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.stop()
+        self._pool.shutdown(wait=False, cancel_futures=True)

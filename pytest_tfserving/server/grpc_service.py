@@ -1,0 +1,120 @@
+"""The gRPC front end: PredictionService and ModelService on a ``grpc.aio`` server."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from tensorflow_serving.apis import (
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    prediction_service_pb2_grpc,
+)
+
+from pytest_tfserving.server import classify
+from pytest_tfserving.server.core import Core
+from pytest_tfserving.server.logs import get_logger
+from pytest_tfserving.server.state import END
+from pytest_tfserving.server.status import ServingError, grpc_code_value
+
+_OK = "OK"
+
+
+async def _call(core: Core, api: str | None, request: Any, context: grpc.aio.ServicerContext[
+        Any, Any], fn: Callable[[], Awaitable[Any]]) -> Any:
+    t0 = time.monotonic()
+    try:
+        response = await fn()
+    except ServingError as exc:
+        if api is not None:
+            core.metrics.record_request(request.model_spec.name, api, "GRPC", exc.code_name, 0)
+        await context.abort(exc.code, exc.message)
+    except Exception as exc:  # noqa: BLE001 - a malformed request never kills the server
+        get_logger().exception("Internal error in %s", api or "request")
+        if api is not None:
+            core.metrics.record_request(request.model_spec.name, api, "GRPC", "INTERNAL", 0)
+        await context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+    if api is not None:
+        core.metrics.record_request(request.model_spec.name, api, "GRPC", _OK,
+                                    (time.monotonic() - t0) * 1e6)
+    return response
+
+
+class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):  # type: ignore[misc]
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    async def Predict(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return await _call(self.core, "Predict", request, context,
+                           lambda: self.core.predict_async(request))
+
+    async def Classify(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return await _call(self.core, "Classify", request, context,
+                           lambda: classify.classify_async(self.core, request))
+
+    async def Regress(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return await _call(self.core, "Regress", request, context,
+                           lambda: classify.regress_async(self.core, request))
+
+    async def GetModelMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
+        async def run() -> Any:
+            return self.core.metadata(request)
+
+        return await _call(self.core, None, request, context, run)
+
+    async def MultiInference(self, request: Any, context: Any) -> Any:  # noqa: N802
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                            "MultiInference is not implemented by the bundled server")
+
+
+def status_response(core: Core, model_spec: Any) -> Any:
+    """GetModelStatusResponse for ``model_spec``; raises NOT_FOUND as TF Serving."""
+    from pytest_tfserving.server.status import not_found
+
+    name = model_spec.name
+    st = core.state.get()
+    if name != core.model_name:
+        raise not_found(f"Could not find any versions of model {name}")
+    if model_spec.HasField("version") and model_spec.version.value != st.version:
+        raise not_found(f"Could not find version {model_spec.version.value} of model {name}")
+    response = get_model_status_pb2.GetModelStatusResponse()
+    mvs = response.model_version_status.add()
+    mvs.version = st.version
+    mvs.state = st.state
+    if st.state == END or st.error_message:
+        mvs.status.error_code = grpc_code_value(st.error_code)
+        mvs.status.error_message = st.error_message
+    return response
+
+
+class ModelService(model_service_pb2_grpc.ModelServiceServicer):  # type: ignore[misc]
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    async def GetModelStatus(self, request: Any, context: Any) -> Any:  # noqa: N802
+        async def run() -> Any:
+            return status_response(self.core, request.model_spec)
+
+        return await _call(self.core, None, request, context, run)
+
+    async def HandleReloadConfigRequest(self, request: Any, context: Any) -> Any:  # noqa: N802
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                            "The bundled server serves one model; config reload is not supported")
+
+
+def build_server(core: Core, address: str) -> tuple[grpc.aio.Server, int]:
+    """A grpc.aio server bound to ``address``; returns it and the bound port."""
+    server = grpc.aio.server(options=[
+        ("grpc.max_receive_message_length", 1 << 30),
+        ("grpc.max_send_message_length", 1 << 30),
+        ("grpc.so_reuseport", 0),
+    ])
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        PredictionService(core), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(core), server)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot bind gRPC to {address}")
+    return server, port

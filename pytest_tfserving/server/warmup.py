@@ -1,0 +1,140 @@
+"""Warmup replay at load, as TF Serving's saved_model_warmup_util.cc does it.
+
+``<version_dir>/assets.extra/tf_serving_warmup_requests`` is a TFRecord file of
+``PredictionLog``. Each predict / classify / regress record is replayed
+``num_request_iterations_for_warmup`` times through the live request path (batching included);
+any other kind, a failing record or more than 1000 records fails the load. On success the log
+line is TF Serving's: ``Finished reading warmup data for model at <path>. Number of warmup
+records read: N. Elapsed time (microseconds): T.``
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+
+from pytest_tfserving.model import WARMUP_RELATIVE_PATH
+from pytest_tfserving.server import classify
+from pytest_tfserving.server.core import Core
+from pytest_tfserving.server.logs import get_logger
+from pytest_tfserving.server.servable import Servable
+from pytest_tfserving.server.status import ServingError
+
+MAX_NUM_RECORDS = 1000  # WarmupConsts::kMaxNumRecords
+
+
+class WarmupError(Exception):
+    """The warmup failed; the message is what GetModelStatus reports."""
+
+
+def _crc32c_table() -> list[int]:
+    table = []
+    for i in range(256):
+        crc = i
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+        table.append(crc)
+    return table
+
+
+_TABLE = _crc32c_table()
+
+
+def crc32c(data: bytes) -> int:
+    crc = 0xFFFFFFFF
+    table = _TABLE
+    for b in data:
+        crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def masked_crc(data: bytes) -> int:
+    crc = crc32c(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def read_tfrecords(path: Path) -> Iterator[bytes]:
+    """Records of a TFRecord file (length + masked crc32c framing), checked."""
+    with open(path, "rb") as f:
+        index = 0
+        while True:
+            header = f.read(12)
+            if not header:
+                return
+            if len(header) < 12:
+                raise WarmupError(f"truncated record header at record {index} in {path}. "
+                                  "Please verify your warmup data is in TFRecord format.")
+            (length,) = struct.unpack("<Q", header[:8])
+            (len_crc,) = struct.unpack("<I", header[8:])
+            if masked_crc(header[:8]) != len_crc:
+                raise WarmupError(f"corrupted record at record {index} in {path} (length crc "
+                                  "mismatch). Please verify your warmup data is in TFRecord "
+                                  "format.")
+            data = f.read(length)
+            footer = f.read(4)
+            if len(data) < length or len(footer) < 4:
+                raise WarmupError(f"truncated record {index} in {path}. Please verify your "
+                                  "warmup data is in TFRecord format.")
+            if masked_crc(data) != struct.unpack("<I", footer)[0]:
+                raise WarmupError(f"corrupted record {index} in {path} (data crc mismatch). "
+                                  "Please verify your warmup data is in TFRecord format.")
+            yield data
+            index += 1
+
+
+def _replay_one(core: Core, servable: Servable, log: object, kind: str | None) -> None:
+    if kind == "predict_log":
+        core.predict_sync(log.predict_log.request, servable)  # type: ignore[attr-defined]
+    elif kind == "classify_log":
+        classify.classify_sync(core, log.classify_log.request, servable)  # type: ignore[attr-defined]
+    elif kind == "regress_log":
+        classify.regress_sync(core, log.regress_log.request, servable)  # type: ignore[attr-defined]
+    else:
+        raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
+                           f"Unsupported log_type for warmup: {kind}")
+
+
+def run_warmup(core: Core, servable: Servable, iterations: int) -> int | None:
+    """Replay the warmup file if there is one; returns the record count (None: no file)."""
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    path = servable.version_dir / WARMUP_RELATIVE_PATH
+    if not path.is_file():
+        return None
+    log = get_logger()
+    log.info("Starting to read warmup data for model at %s with model-warmup-options "
+             "num_request_iterations: %d", path, iterations)
+    t0 = time.monotonic()
+    count = 0
+    status = "OK"
+    try:
+        for index, record in enumerate(read_tfrecords(path)):
+            if index >= MAX_NUM_RECORDS:
+                raise WarmupError(f"Number of warmup records exceeds the maximum "
+                                  f"({MAX_NUM_RECORDS}) at {path}")
+            entry = prediction_log_pb2.PredictionLog()
+            try:
+                entry.ParseFromString(record)
+            except Exception:  # noqa: BLE001 - protobuf DecodeError and friends
+                raise WarmupError(f"Failed to parse warmup record {index} from {path}") from None
+            kind = entry.WhichOneof("log_type")
+            for _ in range(iterations):
+                try:
+                    _replay_one(core, servable, entry, kind)
+                except ServingError as exc:
+                    raise WarmupError(f"Warmup record {index} ({kind}) in {path} failed: "
+                                      f"{exc.code_name}: {exc.message}") from None
+            count += 1
+    except WarmupError:
+        status = "FAILED"
+        raise
+    finally:
+        elapsed = int((time.monotonic() - t0) * 1e6)
+        core.metrics.record_warmup(str(servable.version_dir), status, elapsed, count)
+    log.info("Finished reading warmup data for model at %s. Number of warmup records read: %d. "
+             "Elapsed time (microseconds): %d.", path, count, elapsed)
+    return count
