@@ -264,3 +264,16 @@ def _parse(option: Option, raw: str, source: str) -> Any:
 def usage_error(message: str, sources: Sequence[str] = ()) -> pytest.UsageError:
     where = f" (from {', '.join(sources)})" if sources else ""
     return pytest.UsageError(message + where)
+
+
+# Warmup gate (issue 7): cold-start limit and measurement size.
+register(
+    Option("warmup_max_cold_ratio", "Warmup gate: the first request on a fresh server may take "
+           "at most this many times the steady-state p50.", parse_positive_float, default=10.0,
+           metavar="RATIO"),
+    Option("warmup_steady_requests", "Warmup gate: requests after the first whose p50 is the "
+           "steady state.", parse_positive_int, default=50, metavar="N"),
+    Option("warmup_compare", "Warmup gate: also start a server with --enable_model_warmup=false "
+           "and report its first-request ratio (the effect of the warmup file).", parse_bool,
+           default=False, metavar="BOOL"),
+)

@@ -25,7 +25,8 @@ MARKERS = {
                          "serialized tf.Example",
     "tfs_int8_delta": "tfs_int8_delta(metric=, max_delta=, max_rel_delta=): INT8 post-training "
                       "quantization keeps accuracy within bounds",
-    "tfs_warmup": "tfs_warmup(max_cold_ratio=): warmup file valid, replayed, first request warm",
+    "tfs_warmup": "tfs_warmup(max_cold_ratio=, steady_requests=, compare_without_warmup=, "
+                  "signatures=[...]): warmup file valid, replayed, first request warm",
     "tfs_sla": "tfs_sla(p99_ms=, min_qps=, max_error_rate=, duration=, concurrency=, "
                "batching={...}): P99/QPS SLA under load",
 }

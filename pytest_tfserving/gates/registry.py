@@ -31,6 +31,8 @@ class GateSpec:
 GATES: tuple[GateSpec, ...] = (
     GateSpec("serving", "pytest_tfserving.gates.serving:check", "tfs_serving",
              "model loads; every signature answers; predictions equal an in-process call", True),
+    GateSpec("warmup", "pytest_tfserving.gates.warmup:check", "tfs_warmup",
+             "warmup file valid, replayed by the server, first request not cold", True),
 )
 
 
