@@ -1,0 +1,169 @@
+"""Share of a signature's compute time spent in string ops, measured by running it traced.
+
+How: the SavedModel is loaded in this process into a ``tf.compat.v1.Session`` (the same
+Session/Grappler path TF Serving runs), the signature is run on representative requests with
+``RunOptions(trace_level=FULL_TRACE, output_partition_graphs=True)``, and the per-node times
+of ``RunMetadata.step_stats`` are summed. An executed node counts as string time when
+
+* its name is the runtime name of a string op found statically (Grappler inlines function calls
+  as ``<call node>/<call node>/<node>``), or
+* the executed NodeDef (from the partition graphs) is itself a string op by :func:`graph.classify`
+  (this catches Grappler rewrites such as ``AsString`` + ``StringToHashBucketFast`` fused into
+  ``_TensorToHashBucketFast``).
+
+Requests: the model's warmup records for the signature first; else tf.Example records built from
+the graph's parse spec for a serialized-example input; else inputs synthesized from the
+signature (batch 32).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pytest_tfserving.graph import OpFinding, classify
+from pytest_tfserving.model import ModelInfo, Signature
+
+METHOD = "tf.compat.v1.Session + RunOptions(FULL_TRACE) step_stats"
+DEFAULT_RUNS = 50
+DEFAULT_BATCH = 32
+_WARMUP_RUNS = 3
+_SKIP_NODES = frozenset({"_SOURCE", "_SINK"})
+
+Inputs = dict[str, Any]
+
+
+@dataclass
+class TimeShare:
+    """String-op share of one signature's traced compute time."""
+
+    signature: str
+    measured: bool
+    share: float | None = None
+    string_us: float = 0.0
+    total_us: float = 0.0
+    runs: int = 0
+    requests: str = ""
+    top_string_ops: list[dict[str, Any]] = field(default_factory=list)
+    note: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"measured": self.measured,
+                "share": None if self.share is None else round(self.share, 4),
+                "string_us": round(self.string_us, 1), "total_us": round(self.total_us, 1),
+                "runs": self.runs, "requests": self.requests,
+                "top_string_ops": self.top_string_ops, "note": self.note, "method": METHOD}
+
+
+def representative_inputs(model: ModelInfo, signature: Signature,
+                          limit: int) -> tuple[list[Inputs], str]:
+    """Requests to time (up to ``limit``) and where they came from; [] with the reason if none."""
+    from pytest_tfserving.requests import synthesize_inputs, warmup_inputs
+
+    recorded = warmup_inputs(model.version_dir, signature.name, limit=limit)
+    if recorded:
+        return recorded, f"{len(recorded)} warmup record(s)"
+    if any(spec.is_string for spec in signature.inputs.values()):
+        from pytest_tfserving.examples import synthesize_example_inputs
+
+        built = synthesize_example_inputs(model, signature, DEFAULT_BATCH)
+        if built is None:
+            return [], ("string input with no warmup record and no tf.Example parse spec in the "
+                        "graph: add assets.extra/tf_serving_warmup_requests to time it")
+        return [built], f"tf.Example batch of {DEFAULT_BATCH} built from the graph's parse spec"
+    return ([synthesize_inputs(signature, batch_size=DEFAULT_BATCH, seed=11)],
+            f"batch of {DEFAULT_BATCH} synthesized from the signature")
+
+
+def _node_us(stats: Any) -> float:
+    if stats.op_end_rel_nanos or stats.op_start_rel_nanos:
+        return float(max(0, stats.op_end_rel_nanos - stats.op_start_rel_nanos)) / 1e3
+    return float(max(0, stats.op_end_rel_micros - stats.op_start_rel_micros))
+
+
+def _op_type(stats: Any, executed: Mapping[str, Any]) -> str:
+    node = executed.get(stats.node_name)
+    if node is not None:
+        return str(node.op)
+    label = stats.timeline_label  # "name = OpType(args)"
+    return label.split(" = ", 1)[1].split("(", 1)[0] if " = " in label else "?"
+
+
+def measure(model: ModelInfo, findings: Mapping[str, Iterable[OpFinding]],
+            runs: int = DEFAULT_RUNS) -> dict[str, TimeShare]:
+    """Time share of string ops for each signature in ``findings`` (name -> static findings)."""
+    import tensorflow as tf
+
+    out: dict[str, TimeShare] = {}
+    graph = tf.Graph()
+    with tf.compat.v1.Session(graph=graph) as session:
+        from tensorflow.python.saved_model.loader_impl import SavedModelLoader
+
+        # SavedModelLoader: what tf.compat.v1.saved_model.load wraps, minus its deprecation log.
+        meta_graph = SavedModelLoader(str(model.version_dir)).load(session, ["serve"])
+        for name, sig_findings in findings.items():
+            out[name] = _measure_one(session, meta_graph, model, model.signature(name),
+                                     list(sig_findings), runs)
+    return out
+
+
+def _measure_one(session: Any, meta_graph: Any, model: ModelInfo, signature: Signature,
+                 findings: list[OpFinding], runs: int) -> TimeShare:
+    import tensorflow as tf
+
+    requests, source = representative_inputs(model, signature, limit=runs)
+    if not requests:
+        return TimeShare(signature.name, measured=False, note=source)
+    sig_def = meta_graph.signature_def[signature.name]
+    fetches = {k: v.name for k, v in sig_def.outputs.items()}
+    feeds = [{sig_def.inputs[k].name: v for k, v in request.items() if k in sig_def.inputs}
+             for request in requests]
+    try:
+        for i in range(_WARMUP_RUNS):
+            session.run(fetches, feeds[i % len(feeds)])
+    except (tf.errors.OpError, ValueError, TypeError) as exc:
+        return TimeShare(signature.name, measured=False, requests=source,
+                         note=f"running the signature failed: {str(exc).splitlines()[0]}")
+    options = tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE,
+                                      output_partition_graphs=True)
+    static_names = {n for f in findings if f.kind == "string" for n in f.runtime_names}
+    executed: dict[str, Any] = {}
+    per_node: dict[str, float] = {}
+    node_ops: dict[str, str] = {}
+    total = 0.0
+    started = time.perf_counter()
+    for i in range(runs):
+        metadata = tf.compat.v1.RunMetadata()
+        session.run(fetches, feeds[i % len(feeds)], options=options, run_metadata=metadata)
+        for partition in metadata.partition_graphs:
+            for node in partition.node:
+                executed.setdefault(node.name, node)
+        for function_graph in metadata.function_graphs:
+            for partition in function_graph.partition_graphs:
+                for node in partition.node:
+                    executed.setdefault(node.name, node)
+        for device in metadata.step_stats.dev_stats:
+            for stats in device.node_stats:
+                if stats.node_name in _SKIP_NODES:
+                    continue
+                us = _node_us(stats)
+                total += us
+                per_node[stats.node_name] = per_node.get(stats.node_name, 0.0) + us
+                node_ops.setdefault(stats.node_name, _op_type(stats, executed))
+    elapsed = time.perf_counter() - started
+    string_nodes = {name for name in per_node
+                    if name in static_names
+                    or (name in executed and classify(executed[name]).kind == "string")}
+    string_us = sum(per_node[n] for n in string_nodes)
+    top = sorted(string_nodes, key=lambda n: -per_node[n])[:5]
+    return TimeShare(
+        signature.name, measured=True,
+        share=(string_us / total) if total > 0 else 0.0,
+        string_us=string_us / runs, total_us=total / runs, runs=runs, requests=source,
+        top_string_ops=[{"node": n, "op_type": node_ops.get(n, "?"),
+                         "us_per_run": round(per_node[n] / runs, 1),
+                         "share": round(per_node[n] / total, 4) if total else 0.0} for n in top],
+        note=f"{runs} traced runs in {elapsed:.2f}s",
+    )
