@@ -277,3 +277,72 @@ register(
            "and report its first-request ratio (the effect of the warmup file).", parse_bool,
            default=False, metavar="BOOL"),
 )
+
+
+# INT8 gate (issue 6): eval data, quantization, metric and change bounds, INT8 serving.
+register(
+    Option("eval_data", "Eval set for the int8_delta gate: .npz with arrays named after the "
+           "signature's inputs plus labels (or override the tfs_eval_data fixture).", parse_path,
+           metavar="FILE.npz"),
+    Option("int8_model", "int8_delta gate: use this INT8 .tflite instead of quantizing the "
+           "SavedModel.", parse_path, metavar="FILE.tflite"),
+    Option("int8_metric", "int8_delta gate metric: auto, accuracy, top_k_accuracy, auc, mae, "
+           "rmse; label-free: agreement, max_abs_diff, mean_abs_diff, cosine; or module:function "
+           "(fn(target, predictions) -> float).", default="auto", metavar="NAME"),
+    Option("int8_max_delta", "int8_delta gate: largest allowed absolute worsening of the metric "
+           "from float to INT8 (default 0.01 for accuracy-like metrics).",
+           parse_non_negative_float, metavar="DELTA"),
+    Option("int8_max_rel_delta", "int8_delta gate: largest allowed relative worsening (fraction "
+           "of the float value; default 0.05 for mae/rmse).", parse_non_negative_float,
+           metavar="FRACTION"),
+    Option("int8_direction", "int8_delta gate: whether higher or lower metric values are better "
+           "(auto: the metric's own; custom metrics: higher).", choice("auto", "higher", "lower"),
+           default="auto"),
+    Option("int8_samples", "int8_delta gate: representative (calibration) samples.",
+           parse_positive_int, default=200, metavar="N"),
+    Option("int8_calibration", "int8_delta gate: calibration data: auto (eval data, else warmup "
+           "records, else synthesized), eval, warmup, synthesized.",
+           choice("auto", "eval", "warmup", "synthesized"), default="auto"),
+    Option("int8_batch_size", "int8_delta gate: batch size for evaluation and timing.",
+           parse_positive_int, default=32, metavar="N"),
+    Option("int8_signature", "int8_delta gate: signature to quantize (default serving_default).",
+           metavar="NAME"),
+    Option("int8_output", "int8_delta gate: output the metric reads (default: class scores, else "
+           "the first float output).", metavar="NAME"),
+    Option("int8_top_k", "int8_delta gate: k for top_k_accuracy.", parse_positive_int,
+           default=5, metavar="K"),
+    Option("int8_label_key", "int8_delta gate: name of the labels array in the eval data.",
+           default="labels", metavar="NAME"),
+    Option("int8_serve", "Serve the INT8 model (model.tflite in a staged copy, "
+           "--prefer_tflite_model) for the served gates.", parse_bool, default=False,
+           metavar="BOOL"),
+)
+
+
+# String-op and direct-tensor gates (issue 5). Allowlists: entries separated by ';' or newlines.
+def _string_op_allow(raw: str) -> Any:
+    from pytest_tfserving.graph import parse_allowlist
+
+    return parse_allowlist(raw, "op")
+
+
+def _string_input_allow(raw: str) -> Any:
+    from pytest_tfserving.graph import parse_allowlist
+
+    return parse_allowlist(raw, "input")
+
+
+register(
+    Option("string_op_allow", "no_string_ops gate allowlist: 'OpType=reason' (op type glob) or "
+           "'glob:node/name/*=reason' (node name glob), entries separated by ';' or newlines; "
+           "the reason is shown in the report.", _string_op_allow, metavar="ENTRIES"),
+    Option("string_input_allow", "direct_tensor_inputs gate allowlist: 'input=reason' or "
+           "'signature/input=reason' (globs), entries separated by ';' or newlines.",
+           _string_input_allow, metavar="ENTRIES"),
+    Option("max_string_time_share", "no_string_ops gate: largest share of traced compute time "
+           "allowed in string ops (the playbook alerts above 5%).", parse_fraction,
+           default=0.05, metavar="FRACTION"),
+    Option("string_time", "no_string_ops gate: measure the string-op time share by running the "
+           "signature traced in-process: auto (only when string ops are found), on, off.",
+           choice("auto", "on", "off"), default="auto", metavar="auto|on|off"),
+)

@@ -131,6 +131,15 @@ def tfs_client(tfs_server: Any) -> Any:
     return tfs_server.client()
 
 
+@pytest.fixture(scope="session")
+def tfs_eval_data(request: pytest.FixtureRequest) -> Any:
+    """Eval set for the int8_delta gate: --tfs-eval-data loaded, or None when not configured.
+    Override it in conftest.py to return a dict of arrays (inputs + labels) or an EvalData."""
+    from pytest_tfserving.int8.eval_data import default_eval_data
+
+    return default_eval_data(request.config)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = get_session(session.config)
     try:

@@ -29,6 +29,15 @@ class GateSpec:
 
 
 GATES: tuple[GateSpec, ...] = (
+    GateSpec("no_string_ops", "pytest_tfserving.gates.string_ops:check_no_string_ops",
+             "tfs_no_string_ops", "no string op reachable from a served signature; string-op "
+             "share of traced compute time under the limit", False),
+    GateSpec("direct_tensor_inputs", "pytest_tfserving.gates.string_ops:check_direct_inputs",
+             "tfs_direct_inputs", "served signatures take direct tensors, not serialized "
+             "tf.Example", False),
+    GateSpec("int8_delta", "pytest_tfserving.gates.int8_delta:check", "tfs_int8_delta",
+             "INT8 post-training quantization keeps the metric within bounds; size and CPU "
+             "latency ratios measured", False),
     GateSpec("serving", "pytest_tfserving.gates.serving:check", "tfs_serving",
              "model loads; every signature answers; predictions equal an in-process call", True),
     GateSpec("warmup", "pytest_tfserving.gates.warmup:check", "tfs_warmup",

@@ -1,0 +1,259 @@
+"""The ``int8_delta`` gate: full-integer post-training quantization keeps the metric within
+TFMA-style change bounds, with the size and CPU latency ratios measured beside it.
+
+Skipped (with the reason) when no eval data is configured. A model the converter cannot
+quantize fully fails with the converter's reason in one paragraph.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pytest_tfserving.errors import ConfigError, GateError
+from pytest_tfserving.gates.context import GateContext
+from pytest_tfserving.gates.result import GateResult
+from pytest_tfserving.model import DEFAULT_SIGNATURE, ModelInfo, Signature
+
+NAME = "int8_delta"
+# marker keyword -> --tfs-* option it overrides
+OPTION_FOR = {
+    "metric": "int8_metric", "max_delta": "int8_max_delta", "max_rel_delta": "int8_max_rel_delta",
+    "direction": "int8_direction", "signature": "int8_signature", "output": "int8_output",
+    "top_k": "int8_top_k", "samples": "int8_samples", "calibration": "int8_calibration",
+    "batch_size": "int8_batch_size", "int8_model": "int8_model", "label_key": "int8_label_key",
+    "eval_data": "eval_data",
+}
+ALLOWED = set(OPTION_FOR)
+PLAYBOOK_SIZE_RATIO = 0.25  # "model size -75 %"
+PLAYBOOK_SPEEDUP = (2.0, 3.0)  # "CPU inference 2-3x faster"
+
+
+def _get(ctx: GateContext, key: str) -> Any:
+    from pytest_tfserving import options
+
+    if key in ctx.overrides:
+        return ctx.overrides[key]
+    return options.value(ctx.config, OPTION_FOR[key])
+
+
+def choose_signature(ctx: GateContext, model: ModelInfo) -> Signature:
+    """--tfs-int8-signature / signature=, else the first of --tfs-signatures, else
+    serving_default, else the only served signature."""
+    name = _get(ctx, "signature") or next(iter(ctx.session.settings.signatures), None)
+    if name:
+        return model.signature(str(name))
+    served = model.served_signatures()
+    if DEFAULT_SIGNATURE in served:
+        return served[DEFAULT_SIGNATURE]
+    if len(served) == 1:
+        return next(iter(served.values()))
+    raise ConfigError(
+        f"Cannot tell which signature of {model.version_dir} to quantize: no "
+        f"'{DEFAULT_SIGNATURE}' and several served ones ({', '.join(sorted(served)) or 'none'})."
+        " Pick one with --tfs-int8-signature=NAME or signature= on the marker."
+    )
+
+
+def choose_output(requested: str | None, outputs: dict[str, np.ndarray[Any, Any]],
+                  signature: Signature) -> str:
+    """The output the metric reads: the requested one, else class scores ([N, C>1] float),
+    else any float output, else the first output (all by name)."""
+    if requested:
+        if requested not in outputs:
+            raise ConfigError(f"Output {requested!r} is not an output of signature "
+                              f"{signature.name!r}; it has {sorted(outputs)}. Fix "
+                              "--tfs-int8-output / output=.")
+        return requested
+    names = sorted(outputs)
+    scores = [n for n in names if outputs[n].dtype.kind == "f" and outputs[n].ndim == 2
+              and outputs[n].shape[1] > 1]
+    floats = [n for n in names if outputs[n].dtype.kind == "f"]
+    return (scores or floats or names)[0]
+
+
+def load_eval_data(ctx: GateContext, label_key: str) -> Any:
+    """The eval set: marker eval_data=, else the tfs_eval_data fixture (so conftest overrides
+    apply), else --tfs-eval-data."""
+    from pytest_tfserving.int8.eval_data import default_eval_data, from_value
+
+    if "eval_data" in ctx.overrides:
+        return from_value(ctx.overrides["eval_data"], label_key,
+                          f"eval_data= of {ctx.origin}")
+    if ctx.request is not None:
+        value = ctx.request.getfixturevalue("tfs_eval_data")
+        return from_value(value, label_key, "tfs_eval_data fixture")
+    return default_eval_data(ctx.config)
+
+
+def _artifacts(ctx: GateContext, model: ModelInfo, signature: Signature, eval_data: Any,
+               calibration: str, samples: int, int8_model: Path | None) -> dict[str, Any]:
+    """Float and INT8 flatbuffers (cached in the session: the default suite and markers share
+    them). INT8 failures raise QuantizationError; a float failure is kept as a reason."""
+    from pytest_tfserving.int8.quantize import QuantizationError, convert, representative_samples
+
+    key = ("int8", str(model.version_dir), signature.name, calibration, samples,
+           str(int8_model), eval_data.source if eval_data is not None else None)
+    cache_key = "int8:" + repr(key)
+    if cache_key in ctx.session.cache:
+        cached: dict[str, Any] = ctx.session.cache[cache_key]
+        return cached
+    out: dict[str, Any] = {}
+    started = time.monotonic()
+    if int8_model is not None:
+        try:
+            out["int8"] = Path(int8_model).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"Cannot read --tfs-int8-model {str(int8_model)!r}: {exc}. Pass "
+                              "an existing .tflite file.") from None
+        out["int8_source"] = f"user-supplied {int8_model}"
+    else:
+        reps, described = representative_samples(calibration, samples, signature,
+                                                  model.version_dir, eval_data)
+        out["int8"] = convert(model.version_dir, signature, representative=reps)
+        out["int8_source"] = f"full-integer PTQ calibrated on {described}"
+    out["quantize_s"] = round(time.monotonic() - started, 3)
+    try:
+        out["float"] = convert(model.version_dir, signature, representative=None)
+    except QuantizationError as exc:
+        out["float"] = None
+        out["float_error"] = str(exc)
+    ctx.session.cache[cache_key] = out
+    return out
+
+
+def _label_free(reference: np.ndarray[Any, Any],
+                candidate: np.ndarray[Any, Any]) -> dict[str, float]:
+    from pytest_tfserving.int8 import metrics
+
+    found: dict[str, float] = {}
+    for name in metrics.LABEL_FREE:
+        try:
+            found[name] = round(metrics.builtin(name)(reference, candidate), 6)
+        except (ConfigError, ValueError):
+            continue
+    return found
+
+
+def check(ctx: GateContext) -> GateResult:
+    from pytest_tfserving.int8 import metrics
+    from pytest_tfserving.int8.eval_data import validate
+    from pytest_tfserving.int8.evaluate import TFLiteModel, compare_latency, run_savedmodel
+    from pytest_tfserving.int8.quantize import QuantizationError
+
+    ctx.check_overrides(ALLOWED)
+    model = ctx.model
+    signature = choose_signature(ctx, model)
+    label_key = str(_get(ctx, "label_key"))
+    raw = load_eval_data(ctx, label_key)
+    if raw is None:
+        wanted = ", ".join(s.describe() for s in signature.inputs.values())
+        return GateResult(
+            name=NAME, passed=False, skipped=True,
+            message=(f"no eval data configured: pass --tfs-eval-data=FILE.npz (arrays {wanted}"
+                     f" plus {label_key!r}) or override the tfs_eval_data fixture in conftest.py"),
+        )
+    data = validate(raw, signature)
+    batch_size = int(_get(ctx, "batch_size"))
+    samples = int(_get(ctx, "samples"))
+    int8_model = _get(ctx, "int8_model")
+    calibration = str(_get(ctx, "calibration"))
+    try:
+        art = _artifacts(ctx, model, signature, data, calibration, samples,
+                         Path(int8_model) if int8_model else None)
+    except QuantizationError as exc:
+        return GateResult(name=NAME, passed=False, message=str(exc),
+                          measured={"error": "QuantizationError"},
+                          threshold={"signature": signature.name},
+                          details={"signature": signature.name})
+
+    float_out = run_savedmodel(model.version_dir, signature.name, data, batch_size)
+    int8_tfl = TFLiteModel(art["int8"], signature.name, "INT8 model")
+    int8_out = int8_tfl.run(data, batch_size)
+    output = choose_output(_get(ctx, "output"), float_out, signature)
+    if output not in int8_out:
+        raise GateError(f"The INT8 model has outputs {sorted(int8_out)} but the SavedModel's "
+                        f"signature {signature.name!r} has {sorted(float_out)}; the metric "
+                        f"reads {output!r}. Convert the INT8 model from this SavedModel.")
+    has_labels = data.labels is not None
+    metric = metrics.resolve_metric(_get(ctx, "metric"), has_labels, float_out[output],
+                                    int(_get(ctx, "top_k")), str(_get(ctx, "direction")))
+    threshold = metrics.make_threshold(metric, _get(ctx, "max_delta"),
+                                       _get(ctx, "max_rel_delta"))
+    target = data.labels if metric.labels and data.labels is not None else float_out[output]
+    float_value = metric(target, float_out[output])
+    int8_value = metric(target, int8_out[output])
+    worse, rel = threshold.worsening(float_value, int8_value)
+    violations = threshold.violations(float_value, int8_value)
+
+    details: dict[str, Any] = {
+        "signature": signature.name, "output": output, "rows": data.rows,
+        "labels": has_labels, "eval_data": data.source, "int8_model": art["int8_source"],
+        "float_reference": "SavedModel called in-process (TensorFlow)",
+        "label_free": _label_free(float_out[output], int8_out[output]),
+        "quantize_s": art["quantize_s"],
+    }
+    if data.ignored:
+        details["ignored_arrays"] = list(data.ignored)
+    measured: dict[str, Any] = {
+        "metric": metric.name, "float": round(float_value, 6), "int8": round(int8_value, 6),
+        "delta": round(int8_value - float_value, 6),
+    }
+    if rel != float("inf"):
+        measured["rel_delta"] = round(-rel if metric.direction == "higher" else rel, 6)
+
+    int8_bytes = len(art["int8"])
+    float_tfl: TFLiteModel | None = None
+    if art["float"] is not None:
+        float_tfl = TFLiteModel(art["float"], signature.name, "float TFLite model")
+        measured["size_ratio"] = round(int8_bytes / len(art["float"]), 4)
+        details["float_tflite_bytes"] = len(art["float"])
+        if metric.labels and data.labels is not None:
+            details["float_tflite_metric"] = round(
+                metric(data.labels, float_tfl.run(data, batch_size)[output]), 6)
+        latency = compare_latency(float_tfl, int8_tfl, data, batch_size)
+        measured["latency_ratio"] = round(latency.ratio, 4)
+        details["latency"] = latency.as_dict()
+    else:
+        details["float_tflite_error"] = art["float_error"]
+    details["int8_tflite_bytes"] = int8_bytes
+    details["savedmodel_bytes"] = model.size_bytes
+    details["playbook"] = {"size_ratio": PLAYBOOK_SIZE_RATIO,
+                           "speedup": f"{PLAYBOOK_SPEEDUP[0]:g}-{PLAYBOOK_SPEEDUP[1]:g}x"}
+
+    passed = not violations
+    message = _message(metric.name, float_value, int8_value, threshold, violations, measured,
+                       details)
+    return GateResult(name=NAME, passed=passed,
+                      threshold={"metric": metric.name, **threshold.as_dict()},
+                      measured=measured, message=message, details=details)
+
+
+def _message(metric: str, float_value: float, int8_value: float, threshold: Any,
+             violations: list[str], measured: dict[str, Any], details: dict[str, Any]) -> str:
+    bounds = []
+    if threshold.max_delta is not None:
+        bounds.append(f"max drop {threshold.max_delta:g}")
+    if threshold.max_rel_delta is not None:
+        bounds.append(f"max relative drop {threshold.max_rel_delta:.2%}")
+    verdict = ("within bounds" if not violations
+               else "OUT OF BOUNDS: " + "; ".join(violations))
+    text = (f"{metric} float {float_value:.4f} -> INT8 {int8_value:.4f} "
+            f"(delta {int8_value - float_value:+.4f}; {', '.join(bounds)} "
+            f"{threshold.direction} is better) {verdict}.")
+    if "size_ratio" in measured:
+        latency = details["latency"]
+        text += (f" Size INT8/float TFLite {measured['size_ratio']:.2f}x "
+                 f"({details['int8_tflite_bytes']} vs {details['float_tflite_bytes']} bytes; "
+                 f"playbook claims {PLAYBOOK_SIZE_RATIO:.2f}x). CPU latency INT8/float "
+                 f"{latency['latency_ratio']:.2f}x = {latency['speedup']:.2f}x speedup "
+                 f"({latency['int8_tflite_us_per_example']:.1f} vs "
+                 f"{latency['float_tflite_us_per_example']:.1f} us/example, LiteRT 1 thread, "
+                 f"batch {latency['batch_size']}; playbook claims "
+                 f"{PLAYBOOK_SPEEDUP[0]:g}-{PLAYBOOK_SPEEDUP[1]:g}x).")
+    else:
+        text += f" (no float TFLite for size/latency ratios: {details['float_tflite_error']})"
+    return text
