@@ -1,0 +1,494 @@
+"""The load generator: worker processes, measurement windows, stability, the result.
+
+``run_load(target, payloads, spec)`` starts ``spec.workers`` processes of ``load/worker.py`` (no
+TensorFlow in them), gives them one common start time, merges their windows as they complete, stops
+them once three consecutive windows agree (or at ``max_windows``), and returns a ``LoadResult``.
+Every wait has a deadline; workers that do not finish in time are killed, so nothing hangs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import queue
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import IO, Any
+
+from pytest_tfserving.errors import ConfigError, TFServingError
+from pytest_tfserving.load import stability
+from pytest_tfserving.load.server_metrics import ServerEvidence, Snapshot, evidence, scrape
+from pytest_tfserving.load.stats import LatencyStats, WindowStats, combine, window_from_messages
+from pytest_tfserving.load.worker import PREDICT_METHOD, write_payloads
+
+# One worker process holds about this many requests per second on these machines; above it the
+# rate is split over several processes (at most one per core).
+PER_WORKER_RATE = 3000.0
+CLOSED_PER_WORKER = 64
+# The generator "fell behind" when it sent the p99 request this late, or sent fewer than this share
+# of the requests the rate asks for.
+LAG_LIMIT_MS = 5.0
+OFFERED_MIN_SHARE = 0.95
+READY_TIMEOUT_S = 20.0
+
+Progress = Callable[[str], None]
+
+
+class LoadError(TFServingError):
+    """The load could not be generated at all (no connection, a worker died, bad spec)."""
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    """How to load the server. ``duration_s`` is the minimum measured time: windows of
+    ``window_s`` (default ``duration_s / 3``) are measured until 3 consecutive windows agree within
+    ``stability_pct`` % (0: no stability rule, measure exactly ``duration_s``), at most
+    ``max_windows`` windows."""
+
+    rate: float = 100.0  # offered requests/s (open loop)
+    mode: str = "open"  # "open" (fixed rate) | "closed" (fixed concurrency)
+    arrival: str = "constant"  # "constant" | "poisson" (open loop)
+    concurrency: int = 1  # closed loop
+    duration_s: float = 6.0
+    window_s: float | None = None
+    warmup_s: float = 1.0
+    stability_pct: float = 10.0
+    max_windows: int = 10
+    max_requests: int = 0  # 0: unbounded
+    timeout_s: float = 5.0  # per request
+    workers: int = 0  # 0: as many as the rate needs (at most one per core)
+    channels: int = 1  # gRPC channels (HTTP/2 connections) per worker
+    seed: int = 0
+
+    @property
+    def window(self) -> float:
+        return self.window_s if self.window_s is not None else self.duration_s / 3.0
+
+    def problems(self) -> list[str]:
+        out: list[str] = []
+        if self.mode not in ("open", "closed"):
+            out.append(f"mode={self.mode!r} must be 'open' (fixed rate) or 'closed' "
+                       "(fixed concurrency)")
+        if self.mode == "open" and not self.rate > 0:
+            out.append(f"rate={self.rate!r} must be > 0 requests/s")
+        if self.arrival not in ("constant", "poisson"):
+            out.append(f"arrival={self.arrival!r} must be 'constant' or 'poisson'")
+        if self.mode == "closed" and self.concurrency < 1:
+            out.append(f"concurrency={self.concurrency!r} must be >= 1")
+        if not self.duration_s > 0:
+            out.append(f"duration={self.duration_s!r} must be > 0 seconds")
+        if not self.window > 0:
+            out.append(f"window={self.window!r} must be > 0 seconds")
+        if self.warmup_s < 0:
+            out.append(f"warmup={self.warmup_s!r} must be >= 0 seconds")
+        if self.stability_pct < 0:
+            out.append(f"stability_pct={self.stability_pct!r} must be >= 0 (0 turns it off)")
+        if self.max_windows < self.min_windows:
+            out.append(f"max_windows={self.max_windows!r} must be >= {self.min_windows} "
+                       "(the windows that make up duration)")
+        if self.max_requests < 0:
+            out.append(f"max_requests={self.max_requests!r} must be >= 0 (0: no limit)")
+        if not self.timeout_s > 0:
+            out.append(f"timeout={self.timeout_s!r} must be > 0 seconds")
+        if self.workers < 0 or self.channels < 1:
+            out.append(f"workers={self.workers!r} must be >= 0 and channels={self.channels!r} "
+                       ">= 1")
+        return out
+
+    def validate(self) -> LoadSpec:
+        problems = self.problems()
+        if problems:
+            raise ConfigError("Invalid load settings: " + "; ".join(problems) + ".")
+        return self
+
+    @property
+    def min_windows(self) -> int:
+        return max(1, math.ceil(self.duration_s / self.window - 1e-9))
+
+    def worker_count(self) -> int:
+        if self.workers:
+            return self.workers
+        cores = os.cpu_count() or 1
+        if self.mode == "closed":
+            return max(1, min(cores, math.ceil(self.concurrency / CLOSED_PER_WORKER)))
+        return max(1, min(cores, math.ceil(self.rate / PER_WORKER_RATE)))
+
+    def describe(self) -> str:
+        if self.mode == "closed":
+            return f"closed loop, concurrency {self.concurrency}"
+        return f"open loop, {self.rate:g} req/s {self.arrival}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode, "rate": self.rate, "arrival": self.arrival,
+                "concurrency": self.concurrency, "duration_s": self.duration_s,
+                "window_s": self.window, "warmup_s": self.warmup_s,
+                "stability_pct": self.stability_pct, "max_windows": self.max_windows,
+                "max_requests": self.max_requests, "timeout_s": self.timeout_s,
+                "workers": self.worker_count()}
+
+
+@dataclass
+class LoadResult:
+    """What one load run measured. Latencies in ms; ``qps`` is achieved (successful answers/s)."""
+
+    spec: LoadSpec
+    target: str
+    stats: LatencyStats  # the windows the verdict uses (the stable run, or all when unstable)
+    windows: list[WindowStats]
+    stable: bool
+    stability_reason: str
+    generator_behind: bool
+    generator_note: str
+    server: ServerEvidence
+    error_details: dict[str, str] = field(default_factory=dict)
+    label: str = ""
+
+    # --- numbers ------------------------------------------------------------------------------
+    @property
+    def p50_ms(self) -> float:
+        return self.stats.p50_ms
+
+    @property
+    def p90_ms(self) -> float:
+        return self.stats.p90_ms
+
+    @property
+    def p99_ms(self) -> float:
+        return self.stats.p99_ms
+
+    @property
+    def p999_ms(self) -> float:
+        return self.stats.p999_ms
+
+    @property
+    def max_ms(self) -> float:
+        return self.stats.max_ms
+
+    @property
+    def qps(self) -> float:
+        return self.stats.qps
+
+    @property
+    def offered_qps(self) -> float:
+        return self.stats.offered_qps
+
+    @property
+    def errors(self) -> dict[str, int]:
+        return dict(self.stats.errors)
+
+    @property
+    def error_rate(self) -> float:
+        return self.stats.error_rate
+
+    @property
+    def requests(self) -> int:
+        return self.stats.sent
+
+    @property
+    def batch_sizes(self) -> dict[str, int]:
+        """Server-observed batch sizes {"5-8": batches, ...} (empty without metrics)."""
+        sizes = self.server.batch_sizes
+        return sizes.buckets() if sizes is not None else {}
+
+    @property
+    def mean_batch_size(self) -> float:
+        return self.server.mean_batch_size
+
+    def percentile(self, p: float) -> float:
+        return self.stats.percentile(p)
+
+    def p99_ci_ms(self) -> tuple[float, float]:
+        return self.stats.p99_ci_ms()
+
+    # --- readable assertions ------------------------------------------------------------------
+    def summary(self) -> str:
+        lo, hi = self.p99_ci_ms()
+        errs = ", ".join(f"{k} x{v}" for k, v in sorted(self.errors.items())) or "none"
+        text = (f"{self.spec.describe()} against {self.target}: p50 {self.p50_ms:.2f} ms, "
+                f"p99 {self.p99_ms:.2f} ms (95% CI {lo:.2f}-{hi:.2f}), p99.9 "
+                f"{self.p999_ms:.2f} ms, max {self.max_ms:.2f} ms; achieved {self.qps:.0f} "
+                f"req/s of {self.offered_qps:.0f} sent/s; errors {errs}; "
+                f"{'stable' if self.stable else 'NOT stable'} ({self.stability_reason})")
+        if self.generator_behind:
+            text += f"; GENERATOR FELL BEHIND: {self.generator_note}"
+        return text + f"; {self.server.summary()}"
+
+    def assert_p99_below(self, ms: float) -> None:
+        if not self.p99_ms <= ms:
+            raise AssertionError(f"p99 {self.p99_ms:.2f} ms > limit {ms:g} ms. {self.summary()}")
+
+    def assert_percentile_below(self, p: float, ms: float) -> None:
+        got = self.percentile(p)
+        if not got <= ms:
+            raise AssertionError(f"p{p:g} {got:.2f} ms > limit {ms:g} ms. {self.summary()}")
+
+    def assert_qps_at_least(self, qps: float) -> None:
+        if not self.qps >= qps:
+            raise AssertionError(f"achieved {self.qps:.1f} req/s < required {qps:g} req/s. "
+                                 f"{self.summary()}")
+
+    def assert_error_rate_below(self, rate: float) -> None:
+        if not self.error_rate <= rate:
+            raise AssertionError(f"error rate {self.error_rate:.4%} > limit {rate:.4%} "
+                                 f"({self.errors}; first messages {self.error_details}). "
+                                 f"{self.summary()}")
+
+    def assert_batched(self, min_mean_batch_size: float = 1.01) -> None:
+        if not self.server.available:
+            raise AssertionError(f"no server metrics to prove batching: {self.server.note}")
+        if not self.mean_batch_size >= min_mean_batch_size:
+            raise AssertionError(f"mean server batch size {self.mean_batch_size:.2f} < "
+                                 f"{min_mean_batch_size:g}: {self.server.summary()}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target, "label": self.label, "spec": self.spec.as_dict(),
+            **self.stats.as_dict(), "stable": self.stable,
+            "stability": self.stability_reason, "generator_behind": self.generator_behind,
+            "generator_note": self.generator_note, "error_details": self.error_details,
+            "windows": [w.summary() for w in self.windows], "server": self.server.as_dict(),
+        }
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+class _Workers:
+    """The worker processes and the threads that read their stdout into one queue."""
+
+    def __init__(self, n: int, configs: list[dict[str, Any]], stderr_dir: Path) -> None:
+        self.messages: queue.Queue[tuple[int, dict[str, Any]]] = queue.Queue()
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.stderr_paths = [stderr_dir / f"worker{i}.stderr" for i in range(n)]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        for i in range(n):
+            with open(self.stderr_paths[i], "wb") as err:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "pytest_tfserving.load.worker"],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=env,
+                    start_new_session=True)
+            self.procs.append(proc)
+            threading.Thread(target=self._read, args=(i, proc.stdout), daemon=True).start()
+            self.send(i, json.dumps(configs[i]))
+
+    def _read(self, index: int, stream: IO[bytes] | None) -> None:
+        assert stream is not None
+        for line in stream:
+            try:
+                self.messages.put((index, json.loads(line)))
+            except ValueError:
+                continue
+        self.messages.put((index, {"eof": True}))
+
+    def send(self, index: int, line: str) -> None:
+        proc = self.procs[index]
+        if proc.stdin is None or proc.poll() is not None:
+            return
+        try:
+            proc.stdin.write((line + "\n").encode())
+            proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass
+
+    def broadcast(self, line: str) -> None:
+        for i in range(len(self.procs)):
+            self.send(i, line)
+
+    def stderr_tail(self, index: int, lines: int = 20) -> str:
+        try:
+            text = self.stderr_paths[index].read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.stdin is not None:
+                try:
+                    proc.stdin.close()
+                except OSError:
+                    pass
+        end = time.monotonic() + 3.0
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=max(0.1, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+
+
+def _worker_configs(spec: LoadSpec, target: str, payload_file: Path, n: int,
+                    method: str) -> list[dict[str, Any]]:
+    stop_on_stable = spec.stability_pct > 0
+    max_windows = spec.max_windows if stop_on_stable else spec.min_windows
+    configs = []
+    for i in range(n):
+        concurrency = spec.concurrency // n + (1 if i < spec.concurrency % n else 0)
+        requests = spec.max_requests // n + (1 if i < spec.max_requests % n else 0)
+        configs.append({
+            "target": target, "payload_file": str(payload_file), "mode": spec.mode,
+            "rate": spec.rate / n, "arrival": spec.arrival, "phase": i / spec.rate if spec.rate
+            else 0.0, "concurrency": max(1, concurrency), "timeout_s": spec.timeout_s,
+            "warmup_s": spec.warmup_s, "window_s": spec.window, "max_windows": max_windows,
+            "max_requests": requests if spec.max_requests else 0, "channels": spec.channels,
+            "seed": spec.seed * 1000 + i, "method": method,
+        })
+    return configs
+
+
+def run_load(target: str, payloads: Sequence[bytes], spec: LoadSpec, *,
+             metrics_url: str | None = None, model_name: str = "",
+             progress: Progress | None = None, method: str = PREDICT_METHOD,
+             label: str = "") -> LoadResult:
+    """Load ``target`` (host:port) with ``payloads`` (serialized requests, sent round robin)."""
+    spec.validate()
+    if not payloads:
+        raise ConfigError("No requests to send: the request source gave 0 requests. Provide "
+                          "warmup records, an .npz (--tfs-sla-requests) or a tfs_requests "
+                          "fixture.")
+    n = spec.worker_count()
+    with tempfile.TemporaryDirectory(prefix="tfs-load-") as tmp:
+        payload_file = Path(tmp) / "requests.bin"
+        write_payloads(payload_file, list(payloads))
+        workers = _Workers(n, _worker_configs(spec, target, payload_file, n, method), Path(tmp))
+        try:
+            return _drive(workers, n, spec, target, metrics_url, model_name, progress, label)
+        finally:
+            workers.close()
+
+
+def _drive(workers: _Workers, n: int, spec: LoadSpec, target: str, metrics_url: str | None,
+           model_name: str, progress: Progress | None, label: str) -> LoadResult:
+    ready: set[int] = set()
+    deadline = time.monotonic() + READY_TIMEOUT_S + spec.timeout_s
+    while len(ready) < n:
+        index, message = _next(workers, deadline, "starting the load workers")
+        if "fatal" in message:
+            raise LoadError(f"Load worker {index} could not start: {message['fatal']}. Check "
+                            f"that the server at {target} is up and answers gRPC.")
+        if message.get("eof"):
+            raise LoadError(f"Load worker {index} exited while starting:\n"
+                            f"{workers.stderr_tail(index)}")
+        if message.get("ready"):
+            ready.add(index)
+
+    start_at = time.monotonic() + 0.05
+    workers.broadcast(json.dumps({"start_at": start_at}))
+    measure_at = start_at + spec.warmup_s
+    while time.monotonic() < measure_at:
+        time.sleep(min(0.05, max(0.0, measure_at - time.monotonic())))
+    before = scrape(metrics_url) if metrics_url else Snapshot()
+
+    stop_on_stable = spec.stability_pct > 0
+    max_windows = spec.max_windows if stop_on_stable else spec.min_windows
+    hard_deadline = measure_at + spec.window * max_windows + spec.timeout_s + 10.0
+    pending: dict[int, dict[int, dict[str, Any]]] = {}
+    windows: list[WindowStats] = []
+    done: set[int] = set()
+    error_details: dict[str, str] = {}
+    verdict = stability.Verdict(False, -1, float("inf"), "not measured")
+    stopped = False
+    while len(done) < n:
+        index, message = _next(workers, hard_deadline, "the load run")
+        if "window" in message:
+            k = int(message["window"])
+            pending.setdefault(k, {})[index] = message
+            while len(windows) in pending and len(pending[len(windows)]) == n:
+                window = window_from_messages(len(windows), pending.pop(len(windows)).values())
+                windows.append(window)
+                if stop_on_stable and not stopped:
+                    verdict = _verdict(windows, spec)
+                    if verdict.stable and len(windows) >= spec.min_windows:
+                        workers.broadcast("stop")
+                        stopped = True
+                if progress is not None:
+                    progress(_progress_line(window, spec, max_windows, verdict, stop_on_stable))
+        elif message.get("done"):
+            done.add(index)
+            error_details.update(message.get("error_details") or {})
+        elif message.get("eof"):
+            raise LoadError(f"Load worker {index} died during the run:\n"
+                            f"{workers.stderr_tail(index)}")
+    after = scrape(metrics_url) if metrics_url else Snapshot()
+    return _result(spec, target, windows, verdict, stop_on_stable, error_details,
+                   evidence(before, after, model_name) if metrics_url else
+                   ServerEvidence(False, note="no metrics URL for this endpoint"), label)
+
+
+def _next(workers: _Workers, deadline: float, what: str) -> tuple[int, dict[str, Any]]:
+    try:
+        return workers.messages.get(timeout=max(0.01, deadline - time.monotonic()))
+    except queue.Empty:
+        raise LoadError(f"Timed out during {what}: the load workers did not report before the "
+                        "deadline (the machine may be overloaded). Lower the rate or the "
+                        "duration.") from None
+
+
+def _verdict(windows: list[WindowStats], spec: LoadSpec) -> stability.Verdict:
+    return stability.check([w.stats.p99_ms for w in windows], [w.stats.qps for w in windows],
+                           spec.stability_pct, usable=[not w.partial and w.stats.ok > 0
+                                                       for w in windows])
+
+
+def _progress_line(window: WindowStats, spec: LoadSpec, max_windows: int,
+                   verdict: stability.Verdict, stop_on_stable: bool) -> str:
+    s = window.stats
+    line = (f"tfs load [{spec.describe()}] window {window.index + 1}/{max_windows}: "
+            f"sent {s.offered_qps:.0f}/s, answered {s.qps:.0f}/s, p99 {s.p99_ms:.2f} ms, "
+            f"errors {s.error_count}")
+    if stop_on_stable:
+        line += f"; {verdict.reason}"
+    return line
+
+
+def _result(spec: LoadSpec, target: str, windows: list[WindowStats],
+            verdict: stability.Verdict, stop_on_stable: bool, error_details: dict[str, str],
+            server: ServerEvidence, label: str) -> LoadResult:
+    full = [w for w in windows if not w.partial] or windows
+    if stop_on_stable:
+        verdict = _verdict(windows, spec) if not verdict.stable else verdict
+        if verdict.stable:
+            chosen = windows[verdict.first:verdict.first + stability.DEFAULT_COUNT]
+        else:
+            chosen = full[-stability.DEFAULT_COUNT:]
+        stable, reason = verdict.stable, verdict.reason
+        if not stable:
+            reason = f"never stable in {len(full)} windows: {verdict.reason}"
+    else:
+        chosen, stable, reason = full, True, "stability rule off"
+    stats = combine(chosen)
+    behind, note = _generator_check(spec, chosen)
+    return LoadResult(spec=spec, target=target, stats=stats, windows=windows, stable=stable,
+                      stability_reason=reason, generator_behind=behind, generator_note=note,
+                      server=server, error_details=error_details, label=label)
+
+
+def _generator_check(spec: LoadSpec, windows: Sequence[WindowStats]) -> tuple[bool, str]:
+    if spec.mode != "open" or not windows:
+        return False, ""
+    stats = combine(windows)
+    lag = max(w.lag_p99_ms for w in windows)
+    share = stats.offered_qps / spec.rate if spec.rate else 1.0
+    capped = spec.max_requests and stats.sent >= spec.max_requests
+    problems = []
+    if lag > LAG_LIMIT_MS:
+        problems.append(f"it sent the p99 request {lag:.1f} ms after its intended time "
+                        f"(limit {LAG_LIMIT_MS:g} ms)")
+    if share < OFFERED_MIN_SHARE and not capped:
+        problems.append(f"it sent {stats.offered_qps:.0f} req/s of the {spec.rate:g} asked "
+                        f"({share:.0%})")
+    if not problems:
+        return False, ""
+    return True, ("; ".join(problems) + f" with {spec.worker_count()} worker process(es). The "
+                  "latencies include that delay. Lower the rate, give the generator more "
+                  "workers (--tfs-sla-workers), or run on a less loaded machine.")
+
+
+def with_rate(spec: LoadSpec, rate: float) -> LoadSpec:
+    return replace(spec, rate=rate)
