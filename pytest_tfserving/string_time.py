@@ -18,8 +18,13 @@ signature (batch 32).
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import sys
+import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +36,8 @@ DEFAULT_RUNS = 50
 DEFAULT_BATCH = 32
 _WARMUP_RUNS = 3
 _SKIP_NODES = frozenset({"_SOURCE", "_SINK"})
+# Every traced run logs ~5 lines from TF's C++ profiler session; they are dropped, the rest kept.
+_PROFILER_LOG = re.compile(r"profiler_session\.cc|xplane_to_step_stats\.cc")
 
 Inputs = dict[str, Any]
 
@@ -48,6 +55,7 @@ class TimeShare:
     requests: str = ""
     top_string_ops: list[dict[str, Any]] = field(default_factory=list)
     note: str = ""
+    per_node_us: dict[str, float] = field(default_factory=dict)  # string nodes, us per run
 
     def as_dict(self) -> dict[str, Any]:
         return {"measured": self.measured,
@@ -75,6 +83,25 @@ def representative_inputs(model: ModelInfo, signature: Signature,
         return [built], f"tf.Example batch of {DEFAULT_BATCH} built from the graph's parse spec"
     return ([synthesize_inputs(signature, batch_size=DEFAULT_BATCH, seed=11)],
             f"batch of {DEFAULT_BATCH} synthesized from the signature")
+
+
+@contextlib.contextmanager
+def _without_profiler_logs() -> Iterator[None]:
+    """Route fd 2 to a temp file while tracing; write back what is not profiler chatter."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            kept = [line for line in tmp.read().splitlines(keepends=True)
+                    if not _PROFILER_LOG.search(line.decode(errors="replace"))]
+            if kept:
+                os.write(2, b"".join(kept))
 
 
 def _node_us(stats: Any) -> float:
@@ -120,12 +147,6 @@ def _measure_one(session: Any, meta_graph: Any, model: ModelInfo, signature: Sig
     fetches = {k: v.name for k, v in sig_def.outputs.items()}
     feeds = [{sig_def.inputs[k].name: v for k, v in request.items() if k in sig_def.inputs}
              for request in requests]
-    try:
-        for i in range(_WARMUP_RUNS):
-            session.run(fetches, feeds[i % len(feeds)])
-    except (tf.errors.OpError, ValueError, TypeError) as exc:
-        return TimeShare(signature.name, measured=False, requests=source,
-                         note=f"running the signature failed: {str(exc).splitlines()[0]}")
     options = tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE,
                                       output_partition_graphs=True)
     static_names = {n for f in findings if f.kind == "string" for n in f.runtime_names}
@@ -134,9 +155,21 @@ def _measure_one(session: Any, meta_graph: Any, model: ModelInfo, signature: Sig
     node_ops: dict[str, str] = {}
     total = 0.0
     started = time.perf_counter()
-    for i in range(runs):
-        metadata = tf.compat.v1.RunMetadata()
-        session.run(fetches, feeds[i % len(feeds)], options=options, run_metadata=metadata)
+    traces: list[Any] = []
+    try:
+        for i in range(_WARMUP_RUNS):
+            session.run(fetches, feeds[i % len(feeds)])
+        with _without_profiler_logs():
+            for i in range(runs):
+                metadata = tf.compat.v1.RunMetadata()
+                session.run(fetches, feeds[i % len(feeds)], options=options,
+                            run_metadata=metadata)
+                traces.append(metadata)
+    except (tf.errors.OpError, ValueError, TypeError) as exc:
+        return TimeShare(signature.name, measured=False, requests=source,
+                         note=f"running the signature failed: {str(exc).splitlines()[0]}")
+    elapsed = time.perf_counter() - started
+    for metadata in traces:
         for partition in metadata.partition_graphs:
             for node in partition.node:
                 executed.setdefault(node.name, node)
@@ -152,7 +185,6 @@ def _measure_one(session: Any, meta_graph: Any, model: ModelInfo, signature: Sig
                 total += us
                 per_node[stats.node_name] = per_node.get(stats.node_name, 0.0) + us
                 node_ops.setdefault(stats.node_name, _op_type(stats, executed))
-    elapsed = time.perf_counter() - started
     string_nodes = {name for name in per_node
                     if name in static_names
                     or (name in executed and classify(executed[name]).kind == "string")}
@@ -166,4 +198,5 @@ def _measure_one(session: Any, meta_graph: Any, model: ModelInfo, signature: Sig
                          "us_per_run": round(per_node[n] / runs, 1),
                          "share": round(per_node[n] / total, 4) if total else 0.0} for n in top],
         note=f"{runs} traced runs in {elapsed:.2f}s",
+        per_node_us={n: per_node[n] / runs for n in string_nodes},
     )

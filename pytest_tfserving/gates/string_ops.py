@@ -1,0 +1,270 @@
+"""Gates ``no_string_ops`` and ``direct_tensor_inputs``: static analysis of saved_model.pb.
+
+``no_string_ops``: no string op is reachable from any signature under gate (see
+:mod:`pytest_tfserving.graph` for reachability and what counts as a string op), and the share of
+traced compute time spent in string ops stays under ``max_string_time_share`` (the playbook's
+5 % alert; see :mod:`pytest_tfserving.string_time`).
+
+``direct_tensor_inputs``: no signature under gate takes a DT_STRING input (serialized
+tf.Example) unless allowlisted.
+
+Neither gate needs a server.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from pytest_tfserving.gates.context import GateContext
+from pytest_tfserving.gates.result import GateResult
+from pytest_tfserving.graph import (
+    AllowEntry,
+    OpFinding,
+    SavedModelGraph,
+    allow_entries,
+)
+
+NO_STRING_OPS_ARGS = {"allow", "signatures", "max_string_time_share", "string_time"}
+DIRECT_INPUTS_ARGS = {"allow", "signatures"}
+_SHOWN = 8  # findings listed in a message; the JSON report has all of them
+
+OP_REMEDY = (
+    "Remedy (playbook): move feature engineering to the client and send integer IDs as direct "
+    "tensors; hash with tf.math.floormod instead of AsString + StringToHashBucket*, and drop "
+    "ParseExample by taking int64/float inputs. If an op must stay, allowlist it with a reason: "
+    "--tfs-string-op-allow='OpType=reason' or 'glob:node/name/*=reason' (or "
+    "@pytest.mark.tfs_no_string_ops(allow=[...]))."
+)
+INPUT_REMEDY = (
+    "Remedy (playbook: bypass tf.Example): give the signature direct tensor inputs such as "
+    "user_id: int64[-1] that clients (Java/Go/Python) build as TensorProto, and hash ids in the "
+    "graph with tf.math.floormod. If the input must stay a string, allowlist it with a reason: "
+    "--tfs-string-input-allow='signature/input=reason' (or "
+    "@pytest.mark.tfs_direct_inputs(allow=[...]))."
+)
+
+
+class AllowlistWarning(UserWarning):
+    """An allowlist entry matched nothing: it is stale or misspelled."""
+
+
+def model_graph(ctx: GateContext) -> SavedModelGraph:
+    """The parsed serving graph, shared by both gates through the session cache."""
+    key = f"string_ops.graph:{ctx.model.version_dir}"
+    graph = ctx.session.cache.get(key)
+    if graph is None:
+        graph = SavedModelGraph.load(ctx.model.version_dir)
+        ctx.session.cache[key] = graph
+    assert isinstance(graph, SavedModelGraph)
+    return graph
+
+
+def _allowlist(ctx: GateContext, option: str, kind: str) -> list[AllowEntry]:
+    from pytest_tfserving import options
+
+    from_option = options.resolve(ctx.config, option)
+    entries = [dataclasses.replace(e, source=from_option.source)
+               for e in (from_option.value or ())]
+    if "allow" in ctx.overrides:
+        try:
+            entries += allow_entries(ctx.overrides["allow"], kind, ctx.origin)
+        except ValueError as exc:
+            from pytest_tfserving.errors import ConfigError
+
+            raise ConfigError(f"Invalid allow= in {ctx.origin}: {exc}") from None
+    return entries
+
+
+def _warn_unused(entries: Sequence[AllowEntry], used: set[AllowEntry], gate: str,
+                 what: str) -> list[str]:
+    out = []
+    for entry in entries:
+        if entry not in used:
+            text = (f"{gate}: allowlist entry {entry.text!r} (from {entry.source or 'marker'}) "
+                    f"matched no {what}; remove it or fix its pattern")
+            warnings.warn(text, AllowlistWarning, stacklevel=2)
+            out.append(text)
+    return out
+
+
+def _fmt_finding(finding: OpFinding) -> str:
+    return (f"{finding.op_type} node '{finding.node}' in {finding.function} "
+            f"[signature {finding.signature}]: {finding.dtype} - {finding.reason}")
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+# --- no_string_ops -------------------------------------------------------------------------------
+
+def check_no_string_ops(ctx: GateContext) -> GateResult:
+    ctx.check_overrides(NO_STRING_OPS_ARGS)
+    limit = float(ctx.option("max_string_time_share"))
+    mode = str(ctx.option("string_time"))
+    if not 0 <= limit <= 1 or mode not in ("auto", "on", "off"):
+        from pytest_tfserving.errors import ConfigError
+
+        raise ConfigError(f"{ctx.origin}: max_string_time_share={limit!r} must be a fraction "
+                          f"0..1 and string_time={mode!r} one of auto, on, off.")
+    signatures = ctx.signatures_under_gate()
+    graph = model_graph(ctx)
+    entries = _allowlist(ctx, "string_op_allow", "op")
+    findings = {name: graph.findings(name) for name in signatures}
+
+    flagged: list[OpFinding] = []
+    allowed: list[tuple[OpFinding, AllowEntry]] = []
+    used: set[AllowEntry] = set()
+    for name in signatures:
+        for finding in findings[name]:
+            entry = next((e for e in entries if e.matches(finding)), None)
+            if entry is None:
+                flagged.append(finding)
+            else:
+                allowed.append((finding, entry))
+                used.add(entry)
+    warned = _warn_unused(entries, used, "no_string_ops", "reachable string op")
+
+    shares = _time_shares(ctx, findings, mode)
+    measured_shares = [s["share"] for s in shares.values() if s.get("share") is not None]
+    worst_share = max(measured_shares) if measured_shares else None
+    per_node_us = {n: us for s in shares.values() for n, us in s.get("per_node_us", {}).items()}
+    flagged.sort(key=lambda f: (-max((per_node_us.get(n, 0.0) for n in f.runtime_names),
+                                     default=0.0), f.kind != "string", f.signature, f.node))
+
+    time_ok = worst_share is None or worst_share <= limit
+    passed = not flagged and time_ok
+    unknown = [f for f in flagged if f.kind == "unknown"]
+    op_types = sorted({f.op_type for f in flagged})
+    lines: list[str] = []
+    if flagged:
+        sigs = sorted({f.signature for f in flagged})
+        lines.append(
+            f"{len(flagged)} string op(s) on the serving path of {', '.join(sigs)} "
+            f"({', '.join(op_types)}); string-op share of traced compute time "
+            f"{_pct(worst_share)} (limit {_pct(limit)}):")
+        lines += [f"  - {_fmt_finding(f)}" for f in flagged[:_SHOWN]]
+        if len(flagged) > _SHOWN:
+            lines.append(f"  ... and {len(flagged) - _SHOWN} more (JSON report: "
+                         "gates[].details.findings)")
+        if unknown:
+            lines.append(f"  {len(unknown)} op(s) are not in TF's op registry, so their dtypes "
+                         "cannot be checked: allowlist them with a reason if they are numeric.")
+    elif not time_ok:
+        lines.append(f"string ops take {_pct(worst_share)} of traced compute time (limit "
+                     f"{_pct(limit)}), all of them allowlisted: "
+                     f"{', '.join(sorted({f.op_type for f, _ in allowed}))}.")
+    if not passed:
+        lines.append(OP_REMEDY)
+    else:
+        lines.append(f"no string op on the serving path of {len(signatures)} signature(s) "
+                     f"({', '.join(signatures)}); string-op time share {_pct(worst_share)}")
+    if allowed:
+        lines.append("allowlisted: " + "; ".join(
+            f"{f.op_type} '{f.node}' ({e.reason})" for f, e in allowed[:_SHOWN]))
+    lines += [f"warning: {w}" for w in warned]
+
+    return GateResult(
+        name="no_string_ops",
+        passed=passed,
+        threshold={"string_ops": 0, "max_string_time_share": limit},
+        measured={"string_ops": len(flagged), "unknown_ops": len(unknown),
+                  "allowlisted": len(allowed), "string_time_share": worst_share,
+                  "op_types": ",".join(op_types), "signatures": len(signatures)},
+        message="\n".join(lines),
+        details={
+            "findings": [f.as_dict() for f in flagged],
+            "allowed": [{**f.as_dict(), "allowed_by": e.text, "allow_reason": e.reason,
+                         "allow_source": e.source or ctx.origin} for f, e in allowed],
+            "time_share": {k: {kk: vv for kk, vv in v.items() if kk != "per_node_us"}
+                           for k, v in shares.items()},
+            "allowlist": [e.as_dict() for e in entries],
+            "warnings": warned,
+            "functions_reached": {n: sorted(graph.reach(n).functions) for n in signatures},
+        },
+    )
+
+
+def _time_shares(ctx: GateContext, findings: dict[str, list[OpFinding]],
+                 mode: str) -> dict[str, dict[str, Any]]:
+    if mode == "off":
+        return {name: {"measured": False, "share": None, "note": "string_time=off"}
+                for name in findings}
+    to_time = {n: f for n, f in findings.items()
+               if mode == "on" or any(x.kind == "string" for x in f)}
+    out: dict[str, dict[str, Any]] = {
+        name: {"measured": False, "share": 0.0,
+               "note": "no string op reachable (static analysis): nothing to time"}
+        for name in findings if name not in to_time}
+    if to_time:
+        from pytest_tfserving.string_time import measure
+
+        for name, share in measure(ctx.model, to_time).items():
+            out[name] = {**share.as_dict(), "per_node_us": share.per_node_us}
+    return out
+
+
+# --- direct_tensor_inputs ------------------------------------------------------------------------
+
+def check_direct_inputs(ctx: GateContext) -> GateResult:
+    ctx.check_overrides(DIRECT_INPUTS_ARGS)
+    signatures = ctx.signatures_under_gate()
+    entries = _allowlist(ctx, "string_input_allow", "input")
+    graph = model_graph(ctx)
+    flagged: list[dict[str, Any]] = []
+    allowed: list[dict[str, Any]] = []
+    used: set[AllowEntry] = set()
+    for name in signatures:
+        signature = ctx.model.signature(name)
+        parsers = sorted({f"{f.op_type} '{f.node}'" for f in graph.findings(name)
+                          if f.family and "parsing" in f.family})
+        for key, spec in signature.inputs.items():
+            if not spec.is_string:
+                continue
+            item: dict[str, Any] = {
+                "signature": name, "input": key, "tensor": spec.tensor_name, "dtype": spec.dtype,
+                "shape": None if spec.shape is None else list(spec.shape),
+                "method_name": signature.method_name, "parsed_by": parsers}
+            entry = next((e for e in entries if e.matches_input(name, key)), None)
+            if entry is None:
+                flagged.append(item)
+            else:
+                used.add(entry)
+                allowed.append({**item, "allowed_by": entry.text, "allow_reason": entry.reason})
+    warned = _warn_unused(entries, used, "direct_tensor_inputs", "DT_STRING signature input")
+    lines: list[str] = []
+    for item in flagged[:_SHOWN]:
+        what = ("serialized tf.Example, parsed on the serving path by "
+                + ", ".join(item["parsed_by"])) if item["parsed_by"] else "string tensor"
+        line = (f"signature {item['signature']!r} input {item['input']!r} "
+                f"({item['tensor']}) is DT_STRING ({what})")
+        if item["method_name"].endswith(("/classify", "/regress")):
+            line += ("; the Classify/Regress APIs always send tf.Example, so serve latency-"
+                     "critical traffic through a predict signature with direct tensors")
+        lines.append(line)
+    if len(flagged) > _SHOWN:
+        lines.append(f"... and {len(flagged) - _SHOWN} more (JSON report: gates[].details)")
+    if flagged:
+        lines.append(INPUT_REMEDY)
+    else:
+        lines.append(f"every input of {len(signatures)} signature(s) ({', '.join(signatures)}) "
+                     "is a direct (non-string) tensor"
+                     + (f" apart from {len(allowed)} allowlisted" if allowed else ""))
+    if allowed:
+        lines.append("allowlisted: " + "; ".join(
+            f"{a['signature']}/{a['input']} ({a['allow_reason']})" for a in allowed))
+    lines += [f"warning: {w}" for w in warned]
+    return GateResult(
+        name="direct_tensor_inputs",
+        passed=not flagged,
+        threshold={"string_inputs": 0},
+        measured={"string_inputs": len(flagged), "allowlisted": len(allowed),
+                  "inputs": ",".join(f"{f['signature']}/{f['input']}" for f in flagged),
+                  "signatures": len(signatures)},
+        message="\n".join(lines),
+        details={"findings": flagged, "allowed": allowed,
+                 "allowlist": [e.as_dict() for e in entries], "warnings": warned},
+    )
