@@ -346,3 +346,85 @@ register(
            "signature traced in-process: auto (only when string ops are found), on, off.",
            choice("auto", "on", "off"), default="auto", metavar="auto|on|off"),
 )
+
+
+# SLA gate and load generator (issue 4). The defaults suit the demo CTR model on a 2-core machine
+# with the bundled server: 300 req/s Poisson arrivals of batch-1 requests (dynamic batching has work
+# to merge) with p99 <= 25 ms; give your production numbers (the playbook's: --tfs-sla-min-qps=800
+# --tfs-sla-p99-ms=20) in the ini file.
+register(
+    Option("sla_p99_ms", "SLA gate: p99 latency limit in ms, measured from each request's intended "
+           "send time (open loop).", parse_positive_float, default=25.0, metavar="MS"),
+    Option("sla_min_qps", "SLA gate: the offered open-loop rate in req/s ('at N QPS, p99 <= X'); "
+           "the server must answer at least 95 % of it. With --tfs-sla-concurrency: the minimum "
+           "achieved throughput.", parse_positive_float, default=300.0, metavar="QPS"),
+    Option("sla_max_error_rate", "SLA gate: largest allowed share of failed requests.",
+           parse_fraction, default=0.001, metavar="FRACTION"),
+    Option("sla_duration", "SLA gate: measured seconds (3 windows); windows repeat until 3 "
+           "consecutive ones agree (--tfs-sla-stability-pct).", parse_positive_float,
+           default=6.0, metavar="SECONDS"),
+    Option("sla_warmup", "SLA gate: seconds of load before measuring (excluded).",
+           parse_non_negative_float, default=2.0, metavar="SECONDS"),
+    Option("sla_concurrency", "SLA gate: closed loop with N callers instead of a fixed rate "
+           "(0 = open loop).", parse_non_negative_int, default=0, metavar="N"),
+    Option("sla_arrival", "SLA gate: open-loop arrivals: poisson (production-like) or constant.",
+           choice("poisson", "constant"), default="poisson"),
+    Option("sla_stability_pct", "SLA gate: windows agree when p99 and throughput of 3 in a row "
+           "are within this % (perf_analyzer's rule); 0 = measure --tfs-sla-duration once.",
+           parse_non_negative_float, default=10.0, metavar="PCT"),
+    Option("sla_max_windows", "SLA gate: stop after this many windows even if never stable.",
+           parse_positive_int, default=10, metavar="N"),
+    Option("sla_require_stable", "SLA gate: fail when the windows never agree (default: report "
+           "it only).", parse_bool, default=False, metavar="BOOL"),
+    Option("sla_workers", "Load generator processes (0 = as the rate needs, at most one per "
+           "core).", parse_non_negative_int, default=0, metavar="N"),
+    Option("sla_batch_size", "SLA gate: examples per request (warmup records and .npz rows are "
+           "re-cut to it; 0 = warmup records as they are).", parse_non_negative_int, default=1,
+           metavar="N"),
+    Option("sla_requests", "SLA gate: .npz with arrays named after the signature's inputs; rows "
+           "become requests (default: warmup records, else synthesized).", parse_existing_file,
+           metavar="FILE.npz"),
+    Option("sla_signature", "SLA gate: signature to load (default serving_default, else the "
+           "first served).", metavar="NAME"),
+    Option("sla_timeout", "SLA gate: per-request deadline in seconds (a request past it counts "
+           "as DEADLINE_EXCEEDED).", parse_positive_float, default=5.0, metavar="SECONDS"),
+    Option("baseline_model", "Production baseline SavedModel: the SLA gate runs the same load "
+           "against it in the same session and compares.", parse_path, metavar="PATH"),
+    Option("sla_max_p99_regression_pct", "SLA gate with a baseline: largest allowed p99 increase "
+           "over the baseline, in %.", parse_non_negative_float, default=10.0, metavar="PCT"),
+    Option("sla_max_qps_regression_pct", "SLA gate with a baseline: largest allowed drop of "
+           "achieved throughput below the baseline's, in %.", parse_non_negative_float,
+           default=5.0, metavar="PCT"),
+    Option("plot", "Write latency plots (PNG) into DIR: percentiles and latency vs throughput "
+           "(needs matplotlib).", parse_path, metavar="DIR"),
+)
+
+
+# Where TF Serving runs: docker, binary, remote (issue 3). Parsers live beside the launchers.
+def _backend_parsers() -> dict[str, Callable[[str], Any]]:
+    from pytest_tfserving.serving import backend_settings as b
+
+    return {"memory": b.parse_memory, "env": b.parse_env_pair, "target": b.parse_host_port,
+            "rest": b.parse_rest_address}
+
+
+_BP = _backend_parsers()
+register(
+    Option("image", "docker backend: TF Serving image; repeat to gate several tags (default: "
+           "the pinned official tensorflow/serving:2.19.0).", metavar="IMAGE", multiple=True),
+    Option("pull", "docker backend: pull the image never, when missing, or always.",
+           choice("never", "missing", "always"), default="missing", metavar="never|missing|always"),
+    Option("cpus", "docker backend: CPU limit of the container (e.g. 2 or 0.5), so SLA figures "
+           "reflect production sizing.", parse_positive_float, metavar="N"),
+    Option("memory", "docker backend: memory limit of the container (e.g. 2g).", _BP["memory"],
+           metavar="SIZE"),
+    Option("env", "docker/binary backend: KEY=VALUE in the server's environment (repeatable), "
+           "e.g. LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc.so.4.", _BP["env"],
+           metavar="KEY=VALUE", multiple=True),
+    Option("binary", "binary backend: path of tensorflow_model_server (default: from PATH).",
+           parse_path, metavar="PATH"),
+    Option("target", "remote backend: gRPC HOST:PORT of an already running TF Serving (nothing "
+           "is launched).", _BP["target"], metavar="HOST:PORT"),
+    Option("rest_target", "remote backend: its REST address (http://HOST:PORT), for metrics.",
+           _BP["rest"], metavar="URL"),
+)

@@ -140,6 +140,24 @@ def tfs_eval_data(request: pytest.FixtureRequest) -> Any:
     return default_eval_data(request.config)
 
 
+@pytest.fixture
+def tfs_requests() -> Any:
+    """Requests for load runs (SLA gate, tfs_load): override in your conftest.py to return a list
+    of {input_name: array} dicts (or PredictRequests). None: warmup records, else synthesized."""
+    return None
+
+
+@pytest.fixture
+def tfs_load(request: pytest.FixtureRequest, tfs_server: Any, tfs_requests: Any) -> Any:
+    """Runs load against ``tfs_server``: ``result = tfs_load(rate=500, duration=10)``;
+    ``result.p99_ms``, ``.qps``, ``.percentile(99.9)``, ``.errors``, ``.batch_sizes``,
+    ``result.assert_p99_below(20)``; ``tfs_load.max_qps(p99_ms=20)`` searches the rate."""
+    from pytest_tfserving.load.runner import LoadRunner, terminal_progress
+
+    return LoadRunner(request.config, _require_model(request).model(), tfs_server, tfs_requests,
+                      progress=terminal_progress(request.config))
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = get_session(session.config)
     try:

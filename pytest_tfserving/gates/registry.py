@@ -42,6 +42,9 @@ GATES: tuple[GateSpec, ...] = (
              "model loads; every signature answers; predictions equal an in-process call", True),
     GateSpec("warmup", "pytest_tfserving.gates.warmup:check", "tfs_warmup",
              "warmup file valid, replayed by the server, first request not cold", True),
+    GateSpec("sla", "pytest_tfserving.gates.sla:check", "tfs_sla",
+             "open-loop P99 and QPS under dynamic batching, with server-side batch evidence",
+             True),
 )
 
 

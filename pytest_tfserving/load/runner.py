@@ -1,0 +1,143 @@
+"""Load runs against a session's server with defaults from the ``--tfs-sla-*`` options: what the
+``tfs_load`` fixture returns and what the SLA gate uses.
+
+``runner(rate=500, duration=10)`` -> ``LoadResult``; ``runner.max_qps(p99_ms=20)`` -> ``MaxQps``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_tfserving import options
+from pytest_tfserving.errors import ConfigError
+from pytest_tfserving.load.generator import LoadResult, LoadSpec, run_load
+from pytest_tfserving.load.search import MaxQps, max_qps
+
+if TYPE_CHECKING:
+    from pytest_tfserving.model import ModelInfo
+    from pytest_tfserving.session import RunningServer
+
+
+def terminal_progress(config: pytest.Config) -> Callable[[str], None] | None:
+    """Progress lines on the terminal even while pytest captures the test's output."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None or config.option.verbose < -1:
+        return None
+    capman = config.pluginmanager.get_plugin("capturemanager")
+
+    def write(line: str) -> None:
+        if capman is not None:
+            with capman.global_and_fixture_disabled():
+                reporter.write_line(line)
+        else:
+            reporter.write_line(line)
+
+    return write
+
+
+def default_signature(model: ModelInfo, chosen: str | None) -> str:
+    if chosen:
+        model.signature(chosen)  # a clear error for an unknown name
+        return chosen
+    served = model.served_signatures()
+    if "serving_default" in served:
+        return "serving_default"
+    if not served:
+        raise ConfigError(f"Model {model.name!r} ({model.version_dir}) has no predict/classify/"
+                          "regress signature to load.")
+    return sorted(served)[0]
+
+
+def spec_from_options(config: pytest.Config, **changes: Any) -> LoadSpec:
+    """A LoadSpec from the --tfs-sla-* options, with keyword changes on top."""
+    concurrency = options.value(config, "sla_concurrency")
+    spec = LoadSpec(
+        rate=options.value(config, "sla_min_qps"),
+        mode="closed" if concurrency else "open",
+        arrival=options.value(config, "sla_arrival"),
+        concurrency=concurrency or 1,
+        duration_s=options.value(config, "sla_duration"),
+        warmup_s=options.value(config, "sla_warmup"),
+        stability_pct=options.value(config, "sla_stability_pct"),
+        max_windows=options.value(config, "sla_max_windows"),
+        timeout_s=options.value(config, "sla_timeout"),
+        workers=options.value(config, "sla_workers"),
+    )
+    from dataclasses import replace
+
+    return replace(spec, **changes).validate()
+
+
+@dataclass
+class LoadRunner:
+    """Runs load against ``server`` (the session's default server unless told otherwise)."""
+
+    config: pytest.Config
+    model: ModelInfo
+    server: RunningServer
+    user_requests: Sequence[Any] | None = None
+    progress: Callable[[str], None] | None = None
+    history: list[LoadResult] = field(default_factory=list)
+
+    def payloads(self, signature: str | None = None, batch_size: int | None = None,
+                 requests: Sequence[Any] | None = None,
+                 model: ModelInfo | None = None) -> tuple[list[bytes], str]:
+        from pytest_tfserving.load.payloads import for_model
+
+        model = model or self.model
+        sig = default_signature(model, signature or options.value(self.config, "sla_signature"))
+        if batch_size is None:
+            batch_size = options.value(self.config, "sla_batch_size") or None
+        npz: Path | None = options.value(self.config, "sla_requests")
+        user = requests if requests is not None else self.user_requests
+        return for_model(model, self.server.model_name, sig, batch_size=batch_size, npz=npz,
+                         user_requests=user)
+
+    def __call__(self, rate: float | None = None, duration: float | None = None, *,
+                 concurrency: int | None = None, arrival: str | None = None,
+                 warmup: float | None = None, stability_pct: float | None = None,
+                 max_windows: int | None = None, max_requests: int = 0,
+                 timeout: float | None = None, workers: int | None = None,
+                 batch_size: int | None = None, signature: str | None = None,
+                 requests: Sequence[Any] | None = None, server: RunningServer | None = None,
+                 label: str = "") -> LoadResult:
+        """One load run. Open loop at ``rate`` req/s unless ``concurrency`` is given."""
+        changes: dict[str, Any] = {"max_requests": max_requests}
+        if rate is not None:
+            changes["rate"] = float(rate)
+        if duration is not None:
+            changes["duration_s"] = float(duration)
+        if concurrency is not None:
+            changes.update(mode="closed" if concurrency else "open",
+                           concurrency=max(1, int(concurrency)))
+        for key, value in (("arrival", arrival), ("warmup_s", warmup),
+                           ("stability_pct", stability_pct), ("max_windows", max_windows),
+                           ("timeout_s", timeout), ("workers", workers)):
+            if value is not None:
+                changes[key] = value
+        spec = spec_from_options(self.config, **changes)
+        target = server or self.server
+        payloads, _ = self.payloads(signature, batch_size, requests)
+        result = run_load(target.grpc_address, payloads, spec,
+                          metrics_url=target.endpoint.metrics_url, model_name=target.model_name,
+                          progress=self.progress, label=label or target.config.label)
+        self.history.append(result)
+        return result
+
+    def max_qps(self, p99_ms: float, lo: float = 50.0, hi: float = 20_000.0,
+                duration: float = 2.0, precision: float = 0.05, max_error_rate: float = 0.001,
+                **kwargs: Any) -> MaxQps:
+        """The highest open-loop rate whose p99 stays within ``p99_ms`` (binary search)."""
+        warmup = kwargs.pop("warmup", 0.5)
+
+        def one(rate: float) -> LoadResult:
+            return self(rate=rate, duration=duration, concurrency=0, stability_pct=0,
+                        warmup=warmup, **kwargs)
+
+        return max_qps(one, p99_ms, lo=lo, hi=hi, precision=precision,
+                       max_error_rate=max_error_rate)

@@ -1,0 +1,113 @@
+"""``max_qps``: the highest open-loop rate whose p99 stays within a target (binary search).
+
+Each trial is a short open-loop run at a fixed rate. A rate passes when the p99 is within target,
+the error rate within its limit, the server answered at least 95 % of the offered rate and the
+generator kept its schedule (a late generator says nothing about the server). The search doubles
+the rate from ``lo`` until a rate fails (or ``hi``), then bisects until the interval is within
+``precision`` (relative).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pytest_tfserving.errors import ConfigError
+from pytest_tfserving.load.generator import LoadResult
+
+ANSWERED_MIN_SHARE = 0.95
+
+
+@dataclass(frozen=True)
+class Trial:
+    rate: float
+    passed: bool
+    p99_ms: float
+    qps: float
+    error_rate: float
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"rate": round(self.rate, 1), "passed": self.passed,
+                "p99_ms": round(self.p99_ms, 3), "qps": round(self.qps, 1),
+                "error_rate": round(self.error_rate, 6), "reason": self.reason}
+
+
+@dataclass
+class MaxQps:
+    p99_ms: float  # the target
+    rate: float  # highest passing rate found (0 when even ``lo`` failed)
+    trials: list[Trial] = field(default_factory=list)
+    results: list[LoadResult] = field(default_factory=list)  # for latency-vs-throughput plots
+
+    def headroom(self, needed_qps: float) -> float:
+        """rate / needed: 1.5 means 50 % more than needed can be served within the target."""
+        return self.rate / needed_qps if needed_qps > 0 else float("inf")
+
+    def summary(self, needed_qps: float | None = None) -> str:
+        text = (f"max open-loop rate with p99 <= {self.p99_ms:g} ms: {self.rate:.0f} req/s "
+                f"({len(self.trials)} trials)")
+        if needed_qps:
+            text += f"; headroom {self.headroom(needed_qps):.2f}x over {needed_qps:g} req/s"
+        return text
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"p99_target_ms": self.p99_ms, "max_qps": round(self.rate, 1),
+                "trials": [t.as_dict() for t in self.trials]}
+
+
+def judge(result: LoadResult, p99_ms: float, max_error_rate: float) -> Trial:
+    rate = result.spec.rate
+    reasons = []
+    if result.generator_behind:
+        reasons.append("generator fell behind")
+    if result.error_rate > max_error_rate:
+        reasons.append(f"error rate {result.error_rate:.2%}")
+    if result.qps < ANSWERED_MIN_SHARE * rate:
+        reasons.append(f"answered {result.qps:.0f} of {rate:.0f} req/s")
+    if result.p99_ms > p99_ms:
+        reasons.append(f"p99 {result.p99_ms:.2f} ms > {p99_ms:g} ms")
+    return Trial(rate, not reasons, result.p99_ms, result.qps, result.error_rate,
+                 "; ".join(reasons) or "ok")
+
+
+def max_qps(run: Callable[[float], LoadResult], p99_ms: float, lo: float = 50.0,
+            hi: float = 20_000.0, precision: float = 0.05, max_error_rate: float = 0.001,
+            max_trials: int = 14) -> MaxQps:
+    """Binary search on the offered rate; ``run(rate)`` performs one trial."""
+    if not p99_ms > 0:
+        raise ConfigError(f"max_qps(p99_ms={p99_ms!r}): the p99 target must be > 0 ms")
+    if not 0 < lo < hi:
+        raise ConfigError(f"max_qps(lo={lo!r}, hi={hi!r}): need 0 < lo < hi (req/s)")
+    if not 0 < precision < 1:
+        raise ConfigError(f"max_qps(precision={precision!r}): give a fraction in (0, 1)")
+    out = MaxQps(p99_ms, 0.0)
+
+    def attempt(rate: float) -> bool:
+        result = run(rate)
+        trial = judge(result, p99_ms, max_error_rate)
+        out.trials.append(trial)
+        out.results.append(result)
+        return trial.passed
+
+    good, bad = 0.0, hi
+    rate = lo
+    while len(out.trials) < max_trials:  # grow until a rate fails
+        if attempt(rate):
+            good = rate
+            if rate >= hi:
+                break
+            rate = min(hi, rate * 2)
+        else:
+            bad = rate
+            break
+    while good and bad < hi + 1 and len(out.trials) < max_trials and \
+            (bad - good) / good > precision:
+        mid = (good + bad) / 2
+        if attempt(mid):
+            good = mid
+        else:
+            bad = mid
+    out.rate = good
+    return out
