@@ -58,4 +58,5 @@ def test_unknown_flag_exits_2_with_one_line() -> None:
         capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Unknown flag --bogus" in lines[0] and "--model_base_path" in lines[0]
+    assert len(lines) == 1
+    assert "Unknown flag --bogus" in lines[0] and "--model_base_path" in lines[0]
