@@ -73,36 +73,28 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     items[:0] = list(session.genitems(module))
 
 
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Fixtures for gate markers are requested here so marked user tests need no arguments."""
-    from pytest_tfserving.gates.registry import gate_by_marker
-
-    for marker in item.iter_markers():
-        if marker.name.startswith("tfs_") and gate_by_marker(marker.name) is not None:
-            fixturenames = getattr(item, "fixturenames", None)
-            if fixturenames is not None and "_tfs_marker_gates" not in fixturenames:
-                fixturenames.append("_tfs_marker_gates")
-            break
-
-
-@pytest.fixture
-def _tfs_marker_gates(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Runs the gate of every tfs_* gate marker on the test after its body passed."""
-    yield
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    """After a test body passed, run the gate of each tfs_* gate marker on it; a failed gate
+    fails the test (a test outcome, never an error from a summary hook)."""
+    result = yield
+    gate_markers = [m for m in item.iter_markers() if m.name.startswith("tfs_")]
+    if not gate_markers:
+        return result
     from pytest_tfserving.gates.registry import gate_by_marker
     from pytest_tfserving.gates.runner import run_gate
 
-    for marker in request.node.iter_markers():
+    request = getattr(item, "_request", None)
+    for marker in gate_markers:
         gate = gate_by_marker(marker.name)
-        if gate is None:
+        if gate is None or request is None:
             continue
         if marker.args:
-            pytest.fail(
-                f"@pytest.mark.{marker.name} takes keyword arguments only, got positional "
-                f"{marker.args!r}", pytrace=False)
+            pytest.fail(f"@pytest.mark.{marker.name} takes keyword arguments only, got "
+                        f"positional {marker.args!r}", pytrace=False)
         run_gate(gate.name, request, overrides=dict(marker.kwargs),
-                 origin=f"marker {marker.name} on {request.node.nodeid}",
-                 target=request.node.nodeid)
+                 origin=f"marker {marker.name} on {item.nodeid}", target=item.nodeid)
+    return result
 
 
 def _require_model(request: pytest.FixtureRequest) -> TFSSession:

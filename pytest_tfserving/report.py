@@ -32,12 +32,18 @@ def fmt_mapping(mapping: dict[str, Any], limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def short_target(target: str) -> str:
+    """A test node id shortened to its test name for the table (the JSON keeps the node id)."""
+    return target.rsplit("::", 1)[-1] if "::" in target else target
+
+
 def gate_table(results: Sequence[GateResult], width: int = 120) -> list[str]:
     """Rows: gate, verdict, threshold, measured. Long values are cut; the JSON has them whole."""
-    col = max(20, (width - 30) // 2)
+    names = [r.name + (f" [{short_target(r.target)}]" if r.target else "") for r in results]
+    name_width = max([4, *map(len, names)])
+    col = max(24, (width - name_width - 13) // 2)
     rows = [("gate", "verdict", "threshold", "measured")]
-    for r in results:
-        name = r.name + (f" [{r.target}]" if r.target else "")
+    for name, r in zip(names, results):
         rows.append((name, r.verdict, fmt_mapping(r.threshold, col), fmt_mapping(r.measured, col)))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = []
