@@ -117,7 +117,8 @@ class TFSSession:
         if self.backend_kind is None:
             from pytest_tfserving.serving.select import choose_backend
 
-            self.backend_kind, self.backend_reason = choose_backend(self.settings.backend)
+            self.backend_kind, self.backend_reason = choose_backend(self.settings.backend,
+                                                                    self.settings.serving)
         return self.backend_kind
 
     def server(self, config: ServeConfig | None = None) -> RunningServer:
@@ -131,7 +132,7 @@ class TFSSession:
                 return self._servers[config]
             if config in self._failed:
                 raise self._failed[config]
-            launcher = launcher_factory(self.backend())(config)
+            launcher = launcher_factory(self.backend(), self.settings.serving)(config)
             try:
                 endpoint = launcher.start(Deadline.after(self.settings.start_timeout))
             except BaseException as exc:

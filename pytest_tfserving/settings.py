@@ -11,6 +11,7 @@ import pytest
 from pytest_tfserving import options
 from pytest_tfserving.batching import BatchingParameters, read_batching_file
 from pytest_tfserving.errors import ConfigError
+from pytest_tfserving.serving.backend_settings import BackendSettings, resolve_backend_settings
 
 # The playbook's starting point when the user gives no batching parameters of their own.
 PLAYBOOK_BATCHING = BatchingParameters(max_batch_size=32, batch_timeout_micros=1000,
@@ -31,6 +32,7 @@ class Settings:
     batching_source: str
     gates: tuple[str, ...] | str  # "all" or the chosen gate names (empty: none)
     signatures: tuple[str, ...]
+    serving: BackendSettings  # docker/binary/remote: image(s), pull, limits, env, target
 
     @property
     def active(self) -> bool:
@@ -77,4 +79,5 @@ def resolve_settings(config: pytest.Config) -> Settings:
         batching_source=batching_source,
         gates=options.value(config, "gates"),
         signatures=options.value(config, "signatures") or (),
+        serving=resolve_backend_settings(config),
     )

@@ -3,7 +3,7 @@
 # on stdout (everything else goes to stderr).
 #
 #   base:  debootstrap --variant=minbase bookworm + `docker import`  (made once, then reused)
-#   image: docker/Dockerfile on top, installing Python deps and this project from a staged
+#   image: docker-image/Dockerfile on top, installing Python deps and this project from a staged
 #          context; reused while the content hash of that context (label
 #          pytest-tfserving.content-hash) is unchanged.
 #
@@ -31,8 +31,8 @@ cleanup() { rm -rf "$ctx"; if [ -n "$rootfs" ]; then rm -rf "$rootfs"; fi; }
 trap cleanup EXIT
 
 # --- stage the build context and hash it ---------------------------------------------------
-cp "$repo"/docker/Dockerfile "$repo"/docker/tf_serving_entrypoint.sh \
-   "$repo"/docker/tensorflow_model_server "$ctx"/
+cp "$repo"/docker-image/Dockerfile "$repo"/docker-image/tf_serving_entrypoint.sh \
+   "$repo"/docker-image/tensorflow_model_server "$ctx"/
 mkdir -p "$ctx/project"
 cp "$repo/pyproject.toml" "$ctx/project/"
 if [ -f "$repo/README.md" ]; then
@@ -106,7 +106,7 @@ if ! docker image inspect "$base" >/dev/null 2>&1; then
     rootfs=""
 fi
 
-docker build --label "$label=$hash" --build-arg "BASE_IMAGE=$base" -t "$image" "$ctx" >&2
+docker build --force-rm --label "$label=$hash" --build-arg "BASE_IMAGE=$base" -t "$image" "$ctx" >&2
 # The previous build of this image, now untagged (only images carrying our label).
 docker image prune -f --filter "label=$label" >/dev/null 2>&1 || true
 say "built $image ($(docker image inspect --format '{{.Id}}' "$image"))"

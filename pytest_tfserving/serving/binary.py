@@ -1,8 +1,16 @@
-"""``tensorflow_model_server`` from PATH or ``--tfs-binary`` as a local process."""
+"""``tensorflow_model_server`` from PATH or ``--tfs-binary`` as a local process.
+
+Same flags as every launcher (serving/flags.py), its own process group, log captured to a file,
+``--tfs-env`` in its environment (e.g. ``LD_PRELOAD`` for tcmalloc).
+"""
 
 from __future__ import annotations
 
+import os
+
 from pytest_tfserving.errors import ServerStartError
+from pytest_tfserving.serving.backend_settings import BackendSettings
+from pytest_tfserving.serving.base import ServeConfig
 from pytest_tfserving.serving.process import ProcessLauncher
 from pytest_tfserving.serving.select import binary_on_path
 
@@ -10,13 +18,18 @@ from pytest_tfserving.serving.select import binary_on_path
 class BinaryLauncher(ProcessLauncher):
     kind = "binary"
     display_name = "tensorflow_model_server"
-    binary: str | None = None  # set from --tfs-binary by the session
+
+    def __init__(self, config: ServeConfig, settings: BackendSettings | None = None) -> None:
+        settings = settings or BackendSettings()
+        super().__init__(config, env=settings.env_dict())
+        self.binary: str | None = str(settings.binary) if settings.binary else None
 
     def command_prefix(self) -> list[str]:
         binary = self.binary or binary_on_path()
         if not binary:
             raise ServerStartError(
-                "tensorflow_model_server is not on PATH. Install TF Serving, pass "
+                "tensorflow_model_server is not on PATH "
+                f"(PATH={os.environ.get('PATH', '')}). Install TF Serving, pass "
                 "--tfs-binary=PATH, or use --tfs-backend=docker or --tfs-backend=bundled."
             )
-        return [binary]
+        return [os.path.abspath(binary)]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pytest_tfserving.serving.backend_settings import BackendSettings
 
-def usable_reason() -> str | None:
+
+def usable_reason(settings: BackendSettings | None = None) -> str | None:
     """None when Docker can serve the gate; else a short reason why not."""
     try:
         from pytest_tfserving.serving import docker as docker_launcher
     except ImportError:
         return "docker backend not available"
-    reason: str | None = docker_launcher.unusable_reason()
+    reason: str | None = docker_launcher.unusable_reason(settings or BackendSettings())
     return reason

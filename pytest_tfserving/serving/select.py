@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 from collections.abc import Callable
 
 from pytest_tfserving.errors import ConfigError
+from pytest_tfserving.serving.backend_settings import BackendSettings
 from pytest_tfserving.serving.base import Launcher, ServeConfig
 
 LauncherFactory = Callable[[ServeConfig], Launcher]
@@ -15,22 +17,29 @@ def binary_on_path() -> str | None:
     return shutil.which("tensorflow_model_server")
 
 
-def choose_backend(requested: str) -> tuple[str, str]:
+def choose_backend(requested: str,
+                   settings: BackendSettings | None = None) -> tuple[str, str]:
     """(backend kind, why) for the requested backend; ``auto`` probes what this machine has."""
     if requested != "auto":
         return requested, f"--tfs-backend={requested}"
     from pytest_tfserving.serving import docker_probe
 
-    docker_reason = docker_probe.usable_reason()
+    settings = settings or BackendSettings()
+    docker_reason = docker_probe.usable_reason(settings)
     if docker_reason is None:
-        return "docker", "auto: Docker engine answers and the image is present or pullable"
+        return "docker", (f"auto: Docker engine answers and image {settings.image} is present "
+                          "or pullable")
+    if settings.binary is not None:
+        return "binary", f"auto: no Docker ({docker_reason}); --tfs-binary={settings.binary}"
     if binary_on_path():
         return "binary", f"auto: no Docker ({docker_reason}); tensorflow_model_server on PATH"
     return "bundled", (f"auto: no Docker ({docker_reason}) and no tensorflow_model_server on "
                        "PATH; using the bundled TF-Serving-compatible server")
 
 
-def launcher_factory(kind: str) -> LauncherFactory:
+def launcher_factory(kind: str, settings: BackendSettings | None = None) -> LauncherFactory:
+    """A callable ServeConfig -> Launcher; docker/binary/remote launchers get ``settings``."""
+    settings = settings or BackendSettings()
     if kind == "bundled":
         from pytest_tfserving.serving.bundled import BundledLauncher
 
@@ -38,13 +47,13 @@ def launcher_factory(kind: str) -> LauncherFactory:
     if kind == "binary":
         from pytest_tfserving.serving.binary import BinaryLauncher
 
-        return BinaryLauncher
+        return functools.partial(BinaryLauncher, settings=settings)
     if kind == "docker":
         from pytest_tfserving.serving.docker import DockerLauncher
 
-        return DockerLauncher
+        return functools.partial(DockerLauncher, settings=settings)
     if kind == "remote":
         from pytest_tfserving.serving.remote import RemoteLauncher
 
-        return RemoteLauncher
+        return functools.partial(RemoteLauncher, settings=settings)
     raise ConfigError(f"Unknown backend {kind!r}; use auto, docker, binary, bundled or remote.")
