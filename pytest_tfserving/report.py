@@ -26,10 +26,21 @@ def _fmt_value(value: Any) -> str:
     return str(value)
 
 
-def fmt_mapping(mapping: dict[str, Any], limit: int = 60) -> str:
-    text = " ".join(f"{k}={_fmt_value(v)}" for k, v in mapping.items()
-                    if not isinstance(v, (dict, list)) or len(str(v)) < 40)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def fmt_mapping(mapping: dict[str, Any]) -> list[str]:
+    """``key=value`` items of a threshold/measured dict (nested dicts and long lists stay in
+    the JSON)."""
+    return [f"{k}={_fmt_value(v)}" for k, v in mapping.items()
+            if not isinstance(v, (dict, list)) or len(str(v)) < 40]
+
+
+def _wrap(items: list[str], width: int) -> list[str]:
+    lines: list[str] = []
+    for item in items:
+        if lines and len(lines[-1]) + 1 + len(item) <= width:
+            lines[-1] += " " + item
+        else:
+            lines.append(item if len(item) <= width else item[: width - 1] + "…")
+    return lines or [""]
 
 
 def short_target(target: str) -> str:
@@ -38,19 +49,28 @@ def short_target(target: str) -> str:
 
 
 def gate_table(results: Sequence[GateResult], width: int = 120) -> list[str]:
-    """Rows: gate, verdict, threshold, measured. Long values are cut; the JSON has them whole."""
+    """Rows: gate, verdict, threshold, measured; long cells wrap onto continuation lines."""
     names = [r.name + (f" [{short_target(r.target)}]" if r.target else "") for r in results]
     name_width = max([4, *map(len, names)])
-    col = max(24, (width - name_width - 13) // 2)
-    rows = [("gate", "verdict", "threshold", "measured")]
-    for name, r in zip(names, results):
-        rows.append((name, r.verdict, fmt_mapping(r.threshold, col), fmt_mapping(r.measured, col)))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = []
-    for i, row in enumerate(rows):
-        lines.append("  ".join(cell.ljust(widths[j]) for j, cell in enumerate(row)).rstrip())
-        if i == 0:
-            lines.append("  ".join("-" * w for w in widths))
+    room = max(60, width - name_width - 15)
+    threshold_col = max(26, room * 2 // 5)
+    thresholds = [_wrap(fmt_mapping(r.threshold), threshold_col) for r in results]
+    threshold_width = max([9, *(len(x) for cell in thresholds for x in cell)])
+    measured_col = max(26, room - threshold_width)
+    rows: list[tuple[str, str, list[str], list[str]]] = [
+        (name, r.verdict, threshold,
+         _wrap(fmt_mapping(r.measured) or ([r.message] if r.skipped else []), measured_col))
+        for name, r, threshold in zip(names, results, thresholds)
+    ]
+    head = f"{'gate'.ljust(name_width)}  verdict  {'threshold'.ljust(threshold_width)}  measured"
+    lines = [head, f"{'-' * name_width}  -------  {'-' * threshold_width}  --------"]
+    for name, verdict, threshold, measured in rows:
+        for i in range(max(len(threshold), len(measured))):
+            cells = (name if i == 0 else "", verdict if i == 0 else "",
+                     threshold[i] if i < len(threshold) else "",
+                     measured[i] if i < len(measured) else "")
+            lines.append(f"{cells[0].ljust(name_width)}  {cells[1].ljust(7)}  "
+                         f"{cells[2].ljust(threshold_width)}  {cells[3]}".rstrip())
     return lines
 
 
