@@ -59,7 +59,7 @@ def gate_table(results: Sequence[GateResult], width: int = 120) -> list[str]:
     measured_col = max(26, room - threshold_width)
     rows: list[tuple[str, str, list[str], list[str]]] = [
         (name, r.verdict, threshold,
-         _wrap(fmt_mapping(r.measured) or ([r.message] if r.skipped else []), measured_col))
+         _wrap(fmt_mapping(r.measured) or (r.message.split() if r.skipped else []), measured_col))
         for name, r, threshold in zip(names, results, thresholds)
     ]
     head = f"{'gate'.ljust(name_width)}  verdict  {'threshold'.ljust(threshold_width)}  measured"

@@ -96,7 +96,7 @@ def _fmt_finding(finding: OpFinding) -> str:
 
 
 def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}%"
+    return "not measured" if value is None else f"{100 * value:.1f}%"
 
 
 # --- no_string_ops -------------------------------------------------------------------------------

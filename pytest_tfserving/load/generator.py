@@ -35,7 +35,7 @@ CLOSED_PER_WORKER = 64
 # The generator "fell behind" when it sent the p99 request this late, or sent fewer than this share
 # of the requests the rate asks for.
 LAG_LIMIT_MS = 5.0
-OFFERED_MIN_SHARE = 0.95
+OFFERED_MIN_SHARE = 0.95  # of the requests the schedule asked for
 READY_TIMEOUT_S = 20.0
 
 Progress = Callable[[str], None]
@@ -392,6 +392,7 @@ def _drive(workers: _Workers, n: int, spec: LoadSpec, target: str, metrics_url: 
     windows: list[WindowStats] = []
     done: set[int] = set()
     error_details: dict[str, str] = {}
+    missed = 0
     verdict = stability.Verdict(False, -1, float("inf"), "not measured")
     stopped = False
     while len(done) < n:
@@ -412,13 +413,14 @@ def _drive(workers: _Workers, n: int, spec: LoadSpec, target: str, metrics_url: 
         elif message.get("done"):
             done.add(index)
             error_details.update(message.get("error_details") or {})
+            missed += int(message.get("missed") or 0)
         elif message.get("eof"):
             raise LoadError(f"Load worker {index} died during the run:\n"
                             f"{workers.stderr_tail(index)}")
     after = scrape(metrics_url) if metrics_url else Snapshot()
     return _result(spec, target, windows, verdict, stop_on_stable, error_details,
                    evidence(before, after, model_name) if metrics_url else
-                   ServerEvidence(False, note="no metrics URL for this endpoint"), label)
+                   ServerEvidence(False, note="no metrics URL for this endpoint"), label, missed)
 
 
 def _next(workers: _Workers, deadline: float, what: str) -> tuple[int, dict[str, Any]]:
@@ -449,7 +451,7 @@ def _progress_line(window: WindowStats, spec: LoadSpec, max_windows: int,
 
 def _result(spec: LoadSpec, target: str, windows: list[WindowStats],
             verdict: stability.Verdict, stop_on_stable: bool, error_details: dict[str, str],
-            server: ServerEvidence, label: str) -> LoadResult:
+            server: ServerEvidence, label: str, missed: int = 0) -> LoadResult:
     full = [w for w in windows if not w.partial] or windows
     if stop_on_stable:
         verdict = _verdict(windows, spec) if not verdict.stable else verdict
@@ -463,26 +465,29 @@ def _result(spec: LoadSpec, target: str, windows: list[WindowStats],
     else:
         chosen, stable, reason = full, True, "stability rule off"
     stats = combine(chosen)
-    behind, note = _generator_check(spec, chosen)
+    behind, note = _generator_check(spec, chosen, missed)
     return LoadResult(spec=spec, target=target, stats=stats, windows=windows, stable=stable,
                       stability_reason=reason, generator_behind=behind, generator_note=note,
                       server=server, error_details=error_details, label=label)
 
 
-def _generator_check(spec: LoadSpec, windows: Sequence[WindowStats]) -> tuple[bool, str]:
-    if spec.mode != "open" or not windows:
+def _generator_check(spec: LoadSpec, windows: Sequence[WindowStats],
+                     missed: int = 0) -> tuple[bool, str]:
+    """Did the generator keep its schedule? Late sends, or requests it never got to send."""
+    if spec.mode != "open":
         return False, ""
     stats = combine(windows)
-    lag = max(w.lag_p99_ms for w in windows)
-    share = stats.offered_qps / spec.rate if spec.rate else 1.0
-    capped = spec.max_requests and stats.sent >= spec.max_requests
+    lag = max((w.lag_p99_ms for w in windows), default=0.0)
     problems = []
     if lag > LAG_LIMIT_MS:
         problems.append(f"it sent the p99 request {lag:.1f} ms after its intended time "
                         f"(limit {LAG_LIMIT_MS:g} ms)")
-    if share < OFFERED_MIN_SHARE and not capped:
-        problems.append(f"it sent {stats.offered_qps:.0f} req/s of the {spec.rate:g} asked "
-                        f"({share:.0%})")
+    asked = stats.sent + missed
+    if missed and missed > (1 - OFFERED_MIN_SHARE) * asked:
+        problems.append(f"time ran out before it sent {missed} of the {asked} requests "
+                        f"{spec.rate:g} req/s asks for ({stats.sent / asked:.0%} sent)")
+    elif not stats.sent and not spec.max_requests:
+        problems.append("it sent no request in the measured time")
     if not problems:
         return False, ""
     return True, ("; ".join(problems) + f" with {spec.worker_count()} worker process(es). The "

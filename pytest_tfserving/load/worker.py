@@ -111,6 +111,7 @@ class Worker:
         self.m0 = 0.0
         self.end = 0.0
         self.sched_end = float("inf")  # where sending stopped (the run's end unless stopped)
+        self.missed = 0  # measured requests the schedule asked for but time ran out to send
 
     def _window(self, intended: float) -> tuple[int, _Window | None]:
         if intended < self.m0:
@@ -167,6 +168,8 @@ class Worker:
         i = 0
         while not self.stop.is_set() and next_t < self.end and self._budget_left():
             now = time.monotonic()
+            if now >= self.end:
+                break  # the run's time is up: what was not sent by now is reported as not sent
             fired = 0
             while next_t <= now and fired < BURST and next_t < self.end and self._budget_left():
                 self._launch(calls, i, next_t)
@@ -176,6 +179,9 @@ class Worker:
             self.horizon = next_t
             # asyncio.sleep(0) still runs every ready callback (answers) before coming back
             await asyncio.sleep(min(0.1, max(0.0, next_t - time.monotonic())))
+        if not self.stop.is_set() and self._budget_left() and next_t < self.end:
+            # time ran out before the schedule did: the measured requests never sent
+            self.missed = int((self.end - max(next_t, self.m0)) * self.cfg.rate)
         self.sched_end = min(next_t, self.end)
         self.horizon = float("inf")
 
@@ -275,7 +281,7 @@ class Worker:
                 flusher.cancel()
             self._flush()
             self.emit({"done": True, "error_details": self.error_details,
-                       "measured": self.measured})
+                       "measured": self.measured, "missed": self.missed})
         finally:
             for channel in channels:
                 await channel.close(grace=None)
