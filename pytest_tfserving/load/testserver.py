@@ -3,10 +3,10 @@ with a planted stall, or fails every request with a chosen code.
 
 ``python -m pytest_tfserving.load.testserver [--stall-every S --stall-ms MS] [--fail CODE
 [--fail-every N]]`` binds 127.0.0.1 on a free port and prints ``PORT <n>`` when it is serving.
-A stall holds every request that arrives during the first ``stall_ms`` of each ``stall_every``-second period until the stall
-ends (a GC pause or a blocked thread): a client that keeps its own send schedule sees all those
-requests late, a closed-loop client sees one. No TensorFlow: requests are opaque bytes and the
-answer is an empty ``PredictResponse``.
+A stall holds every request that arrives during the first ``stall_ms`` of each
+``stall_every``-second period until the stall ends (a GC pause or a blocked thread): a client that
+keeps its own send schedule sees all those requests late, a closed-loop client sees one. No
+TensorFlow: requests are opaque bytes and the answer is an empty ``PredictResponse``.
 """
 
 from __future__ import annotations

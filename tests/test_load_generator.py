@@ -1,0 +1,136 @@
+"""The load generator against a real grpc.aio PredictionService (``load/testserver.py``): open vs
+closed loop under a planted stall, error accounting, bounds, and bad conditions that must end in a
+clear error or a flagged result, never a hang."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from pytest_tfserving.load.generator import LoadError, LoadSpec, run_load
+from pytest_tfserving.ports import free_port
+
+pytestmark = pytest.mark.xdist_group("load")
+
+PAYLOAD = [b""]  # an empty PredictRequest: the test server answers any bytes
+
+
+@contextmanager
+def echo_server(*args: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    proc = subprocess.Popen([sys.executable, "-m", "pytest_tfserving.load.testserver", *args],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("PORT "), f"test server did not start: {line!r}"
+        yield f"127.0.0.1:{int(line.split()[1])}", proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_planted_stall_shows_in_open_loop_p99_but_closed_loop_hides_it() -> None:
+    # 200 ms stall every 2 s: open loop at 200 req/s has ~10 % of its requests intended during
+    # a stall; a single closed-loop caller sends one request per stall and waits.
+    with echo_server("--stall-every", "2", "--stall-ms", "200") as (target, _):
+        spec = LoadSpec(rate=200, duration_s=4, window_s=2, warmup_s=0.2, stability_pct=0)
+        open_loop = run_load(target, PAYLOAD, spec)
+        closed = run_load(target, PAYLOAD, LoadSpec(mode="closed", concurrency=1, duration_s=4,
+                                                    window_s=2, warmup_s=0.2, stability_pct=0))
+    assert open_loop.p99_ms >= 100, open_loop.summary()
+    assert open_loop.stats.ok >= 700  # ~800 measured requests at 200 req/s for 4 s
+    # the closed-loop client saw the stall (max) but only once per stall period: p99 hides it
+    assert closed.max_ms >= 100, closed.summary()
+    assert closed.p99_ms < 100, closed.summary()
+    assert closed.p99_ms < open_loop.p99_ms / 2
+
+
+def test_every_error_counted_by_grpc_code_with_the_server_message() -> None:
+    with echo_server("--fail", "RESOURCE_EXHAUSTED", "--fail-every", "4") as (target, _):
+        result = run_load(target, PAYLOAD, LoadSpec(rate=200, duration_s=2, warmup_s=0.2,
+                                                    stability_pct=0, arrival="constant"))
+    failed = result.errors.get("RESOURCE_EXHAUSTED", 0)
+    assert failed + result.stats.ok == result.requests
+    assert 0.2 <= result.error_rate <= 0.3, result.summary()
+    assert "planted failure RESOURCE_EXHAUSTED" in result.error_details["RESOURCE_EXHAUSTED"]
+    assert result.stats.count == result.stats.ok  # failed requests are not in the latency
+    with pytest.raises(AssertionError, match=r"error rate 2\d\.\d+% > limit 1\.0000%"):
+        result.assert_error_rate_below(0.01)
+
+
+def test_count_and_duration_bound_the_run() -> None:
+    with echo_server() as (target, _):
+        t0 = time.monotonic()
+        result = run_load(target, PAYLOAD, LoadSpec(rate=500, duration_s=30, warmup_s=0,
+                                                    stability_pct=0, max_requests=300))
+        elapsed = time.monotonic() - t0
+    assert result.requests == 300
+    assert elapsed < 10  # 300 requests at 500 req/s, not 30 s
+    assert len(result.windows) >= 1
+
+
+def test_unreachable_server_is_a_clear_error_not_a_hang() -> None:
+    port = free_port()
+    t0 = time.monotonic()
+    with pytest.raises(LoadError, match=rf"cannot connect to 127\.0\.0\.1:{port} within 1 s"):
+        run_load(f"127.0.0.1:{port}", PAYLOAD, LoadSpec(rate=100, duration_s=1, timeout_s=1))
+    assert time.monotonic() - t0 < 15
+
+
+def test_server_gone_mid_run_counts_unavailable_and_ends() -> None:
+    spec = LoadSpec(rate=200, duration_s=3, window_s=1, warmup_s=0.2, stability_pct=0,
+                    timeout_s=1)
+    with echo_server() as (target, proc):
+        timer = threading.Timer(1.5, proc.kill)  # the server dies 1.3 s into the measurement
+        timer.start()
+        t0 = time.monotonic()
+        try:
+            result = run_load(target, PAYLOAD, spec)
+        finally:
+            timer.cancel()
+        elapsed = time.monotonic() - t0
+    assert elapsed < 15
+    assert result.stats.ok > 0
+    assert result.errors.get("UNAVAILABLE", 0) > 0, result.summary()
+    assert result.error_rate > 0.3
+
+
+def test_rate_beyond_one_worker_is_flagged_as_generator_behind() -> None:
+    with echo_server() as (target, _):
+        result = run_load(target, PAYLOAD, LoadSpec(rate=60_000, duration_s=1.5, warmup_s=0.2,
+                                                    stability_pct=0, workers=1, timeout_s=2))
+    assert result.generator_behind, result.summary()
+    assert "req/s asks for" in result.generator_note or "after its intended time" in \
+        result.generator_note
+    assert "GENERATOR FELL BEHIND" in result.summary()
+
+
+def test_windows_repeat_until_stable_and_stop_early() -> None:
+    with echo_server("--delay-ms", "2") as (target, _):
+        spec = LoadSpec(rate=100, duration_s=1.5, warmup_s=0.2, stability_pct=400,
+                        max_windows=8, arrival="constant")
+        t0 = time.monotonic()
+        result = run_load(target, PAYLOAD, spec)
+        elapsed = time.monotonic() - t0
+    # a 2 ms server at 100 req/s: windows agree within 400 % at once -> stop after 3 windows
+    assert result.stable, result.summary()
+    assert len([w for w in result.windows if not w.partial]) <= 4
+    assert elapsed < 8
+    assert result.p50_ms >= 2.0
+
+
+def test_bad_spec_is_rejected_with_the_value_and_the_fix() -> None:
+    with pytest.raises(Exception, match=r"rate=-5 must be > 0 requests/s"):
+        run_load("127.0.0.1:1", PAYLOAD, LoadSpec(rate=-5))
+    with pytest.raises(Exception, match=r"mode='sideways' must be 'open'"):
+        run_load("127.0.0.1:1", PAYLOAD, LoadSpec(mode="sideways"))
