@@ -133,7 +133,8 @@ class TFServingClient:
                 if code == grpc.StatusCode.NOT_FOUND:
                     last = f"model {self.model_name!r} not known yet ({exc.details()})"
                 else:
-                    last = f"{code.name if code else 'error'}: {exc.details() if hasattr(exc, 'details') else exc}"
+                    details = exc.details() if hasattr(exc, "details") else exc
+                    last = f"{code.name if code else 'error'}: {details}"
                 statuses = []
             for version, state, code_num, message in statuses:
                 if state == "AVAILABLE":

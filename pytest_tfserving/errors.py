@@ -34,9 +34,9 @@ class GateError(TFServingError):
 def with_log_tail(error: TFServingError, log_tail: str, source: str) -> TFServingError:
     """Attach a server log tail to an error, between BEGIN/END markers (TFX style)."""
     if log_tail.strip():
-        error.add_note(
-            f"----- BEGIN {source} log (last lines) -----\n"
-            f"{log_tail.rstrip()}\n"
-            f"----- END {source} log -----"
-        )
+        note = (f"----- BEGIN {source} log (last lines) -----\n"
+                f"{log_tail.rstrip()}\n"
+                f"----- END {source} log -----")
+        # BaseException.add_note exists from Python 3.11; __notes__ is what it fills.
+        setattr(error, "__notes__", [*getattr(error, "__notes__", []), note])  # noqa: B010
     return error

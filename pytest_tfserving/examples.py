@@ -66,9 +66,9 @@ def parse_specs(model: ModelInfo) -> list[FeatureSpec]:
                                for k in node.attr["sparse_keys"].list.s]
                 dense_keys = [k.decode() if isinstance(k, bytes) else k
                               for k in node.attr["dense_keys"].list.s]
-            for key, dtype, shape in zip(dense_keys, dense_types, dense_shapes):
+            for key, dtype, shape in zip(dense_keys, dense_types, dense_shapes, strict=False):
                 features[key] = FeatureSpec(key, dtype, shape)
-            for key, dtype in zip(sparse_keys, sparse_types):
+            for key, dtype in zip(sparse_keys, sparse_types, strict=False):
                 features.setdefault(key, FeatureSpec(key, dtype, (1,)))
     return list(features.values())
 
@@ -104,7 +104,7 @@ def synthesize_example_inputs(model: ModelInfo, signature: Signature,
         return None
     spec = signature.inputs[string_inputs[0]]
     records = make_examples(features, batch_size)
-    arr = np.empty(len(records), dtype=object)
+    arr: np.ndarray[Any, Any] = np.empty(len(records), dtype=object)
     arr[:] = records
     if spec.shape == ():
         arr = arr[:1].reshape(())

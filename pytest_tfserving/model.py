@@ -43,7 +43,8 @@ class TensorSpec:
         return self.dtype == "DT_STRING"
 
     def describe(self) -> str:
-        dims = "?" if self.shape is None else ",".join("-1" if d is None else str(d) for d in self.shape)
+        dims = "?" if self.shape is None else ",".join(
+            "-1" if d is None else str(d) for d in self.shape)
         return f"{self.key}: {self.dtype.removeprefix('DT_').lower()}[{dims}]"
 
     def as_dict(self) -> dict[str, Any]:
@@ -189,7 +190,7 @@ def read_saved_model(version_dir: Path) -> Any:
 def serving_meta_graph(proto: Any, where: Path) -> MetaGraphDef:
     for mg in proto.meta_graphs:
         if SERVING_TAG in mg.meta_info_def.tags:
-            return mg  # type: ignore[no-any-return]
+            return mg
     tags = [list(mg.meta_info_def.tags) for mg in proto.meta_graphs]
     raise ModelError(
         f"{where} has no MetaGraph tagged 'serve' (found tags {tags}); TF Serving loads the "

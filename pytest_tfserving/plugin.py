@@ -6,7 +6,6 @@ plugin adds nothing to a run but its options and markers.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 

@@ -60,7 +60,7 @@ def gate_table(results: Sequence[GateResult], width: int = 120) -> list[str]:
     rows: list[tuple[str, str, list[str], list[str]]] = [
         (name, r.verdict, threshold,
          _wrap(fmt_mapping(r.measured) or (r.message.split() if r.skipped else []), measured_col))
-        for name, r, threshold in zip(names, results, thresholds)
+        for name, r, threshold in zip(names, results, thresholds, strict=True)
     ]
     head = f"{'gate'.ljust(name_width)}  verdict  {'threshold'.ljust(threshold_width)}  measured"
     lines = [head, f"{'-' * name_width}  -------  {'-' * threshold_width}  --------"]

@@ -24,7 +24,7 @@ def _table() -> list[int]:
 
 def crc32c(data: bytes) -> int:
     try:
-        import google_crc32c  # type: ignore[import-not-found]
+        import google_crc32c
 
         return int(google_crc32c.value(data))
     except ImportError:

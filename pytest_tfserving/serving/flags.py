@@ -33,7 +33,8 @@ def tuning_flags(config: ServeConfig, files_dir: str) -> list[str]:
     """
     flags: list[str] = []
     if config.batching is not None:
-        flags += ["--enable_batching=true", f"--batching_parameters_file={files_dir}/{BATCHING_FILE}"]
+        flags += ["--enable_batching=true",
+                  f"--batching_parameters_file={files_dir}/{BATCHING_FILE}"]
     if config.monitoring:
         flags.append(f"--monitoring_config_file={files_dir}/{MONITORING_FILE}")
     if config.intra_op_threads:
