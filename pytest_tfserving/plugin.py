@@ -18,10 +18,11 @@ from pytest_tfserving.settings import resolve_settings
 MARKERS = {
     "tfs_serving": "tfs_serving(rtol=, atol=, signatures=): the served model answers and "
                    "matches an in-process call",
-    "tfs_no_string_ops": "tfs_no_string_ops(allow=[...], signatures=[...]): no string ops on "
-                         "the serving path",
-    "tfs_direct_inputs": "tfs_direct_inputs(allow=[...]): serving inputs are direct tensors, not "
-                         "serialized tf.Example",
+    "tfs_no_string_ops": "tfs_no_string_ops(allow=['OpType=reason', 'glob:node/*=reason'], "
+                         "signatures=[...], max_string_time_share=0.05, string_time='auto'): "
+                         "no string ops on the serving path",
+    "tfs_direct_inputs": "tfs_direct_inputs(allow=['signature/input=reason'], signatures=[...]): "
+                         "serving inputs are direct tensors, not serialized tf.Example",
     "tfs_int8_delta": "tfs_int8_delta(metric=, max_delta=, max_rel_delta=): INT8 post-training "
                       "quantization keeps accuracy within bounds",
     "tfs_warmup": "tfs_warmup(max_cold_ratio=, steady_requests=, compare_without_warmup=, "
