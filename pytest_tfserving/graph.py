@@ -124,7 +124,8 @@ class SignatureReach:
     signature: str
     nodes: list[ReachedNode] = field(default_factory=list)
     functions: set[str] = field(default_factory=set)
-    missing_functions: set[str] = field(default_factory=set)
+    # called function name -> the ReachedNode of a call site, for calls the library lacks
+    missing_functions: dict[str, ReachedNode] = field(default_factory=dict)
 
     def op_types(self) -> set[str]:
         return {r.node.op for r in self.nodes}
@@ -336,13 +337,14 @@ class SavedModelGraph:
                 if target in nodes and target not in seen:
                     todo.append(target)  # else: a function argument, bound by the caller
             for callee in _called_functions(node, self.functions):
+                if callee not in self.functions:
+                    result.missing_functions.setdefault(
+                        callee, ReachedNode(node, function, call_path))
+                    continue
                 self._enter(callee, (*call_path, node.name), result, visited_calls, stack)
 
     def _enter(self, function: str, call_path: tuple[str, ...], result: SignatureReach,
                visited_calls: set[Any], stack: tuple[str, ...]) -> None:
-        if function not in self.functions:
-            result.missing_functions.add(function)
-            return
         if function in stack or len(stack) >= _MAX_CALL_DEPTH:
             return  # recursion: the body is being walked already
         key = (function, call_path)
@@ -378,6 +380,12 @@ class SavedModelGraph:
                                 call_path=reached.call_path)
             grouped[key] = (finding, [reached.runtime_name])
         out = [_with_runtime_names(f, names) for f, names in grouped.values()]
+        for callee, site in sorted(reach.missing_functions.items()):
+            out.append(OpFinding(
+                signature=signature, op_type=site.node.op, node=site.node.name,
+                function=site.function, dtype="unknown", kind="unknown", family=None,
+                reason=f"calls function {callee!r}, which is not in the SavedModel's function "
+                       "library, so its body cannot be checked", call_path=site.call_path))
         out.sort(key=lambda f: (f.function, f.node))
         self._findings[signature] = out
         return out

@@ -281,3 +281,23 @@ def test_time_share_is_measured_high_for_strings_and_zero_for_direct(
     direct = inspect_model(built["direct"])
     clean = measure(direct, {"serving_default": []}, runs=10)["serving_default"]
     assert clean.measured and clean.share == 0.0 and clean.total_us > 0
+
+
+def test_call_to_function_missing_from_library_is_unknown(built: dict[str, Path],
+                                                          tmp_path: Path) -> None:
+    import shutil
+
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    version_dir = tmp_path / "1"
+    shutil.copytree(built["direct"], version_dir)
+    pb = version_dir / "saved_model.pb"
+    proto = saved_model_pb2.SavedModel.FromString(pb.read_bytes())
+    library = proto.meta_graphs[0].graph_def.library
+    kept = [f for f in library.function if not f.signature.name.startswith("__inference_serve")]
+    del library.function[:]
+    library.function.extend(kept)
+    pb.write_bytes(proto.SerializeToString())
+    (finding,) = SavedModelGraph.load(version_dir).findings("serving_default")
+    assert finding.kind == "unknown" and finding.op_type == "StatefulPartitionedCall"
+    assert "__inference_serve" in finding.reason and "not in the SavedModel" in finding.reason
