@@ -76,7 +76,12 @@ def gate_table(results: Sequence[GateResult], width: int = 120) -> list[str]:
 
 def header_line(backend: dict[str, Any], model: dict[str, Any] | None) -> str:
     what = backend.get("image_or_binary") or "-"
-    name = f"{model['name']} v{model['version']}" if model else "(no model)"
+    if not model:
+        name = "(no model)"
+    elif "name" in model:
+        name = f"{model['name']} v{model.get('version', '?')}"
+    else:  # the model could not be read; the gates say why
+        name = f"{model.get('path', '?')} (unreadable)"
     line = f"model {name}; backend {backend.get('kind') or 'not started'} ({what})"
     if backend.get("reason"):
         line += f"; {backend['reason']}"
