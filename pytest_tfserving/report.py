@@ -52,11 +52,10 @@ def gate_table(results: Sequence[GateResult], width: int = 120) -> list[str]:
     """Rows: gate, verdict, threshold, measured; long cells wrap onto continuation lines."""
     names = [r.name + (f" [{short_target(r.target)}]" if r.target else "") for r in results]
     name_width = max([4, *map(len, names)])
-    room = max(60, width - name_width - 15)
-    threshold_col = max(26, room * 2 // 5)
-    thresholds = [_wrap(fmt_mapping(r.threshold), threshold_col) for r in results]
+    room = width - name_width - 13  # what the two value columns share
+    thresholds = [_wrap(fmt_mapping(r.threshold), max(20, room * 2 // 5)) for r in results]
     threshold_width = max([9, *(len(x) for cell in thresholds for x in cell)])
-    measured_col = max(26, room - threshold_width)
+    measured_col = max(24, room - threshold_width)
     rows: list[tuple[str, str, list[str], list[str]]] = [
         (name, r.verdict, threshold,
          _wrap(fmt_mapping(r.measured) or (r.message.split() if r.skipped else []), measured_col))
