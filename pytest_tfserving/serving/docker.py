@@ -374,7 +374,7 @@ class DockerLauncher(Launcher):
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "image": self.image, "image_id": self.image_id,
                 "container": self.container_name, "cpus": self.settings.cpus,
-                "memory": self.settings.memory}
+                "memory": self.settings.memory, "swept": self.swept}
 
     def _labels(self) -> dict[str, str]:
         return {LABEL_SESSION: self.settings.session_id, LABEL_MODEL: self.config.model_name,
