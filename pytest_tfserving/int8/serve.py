@@ -1,0 +1,87 @@
+"""Serve the INT8 model: a staged copy of the version dir with ``model.tflite`` beside
+``saved_model.pb``, served with ``--prefer_tflite_model`` (TF Serving then loads the TFLite
+flatbuffer instead of the SavedModel).
+
+The copy keeps the original untouched (TF Serving reads the flatbuffer from the version dir
+itself) and is removed when pytest's config is cleaned up.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from pytest_tfserving.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pytest_tfserving.serving.base import ServeConfig
+    from pytest_tfserving.session import TFSSession
+
+TFLITE_NAME = "model.tflite"
+_CACHE_KEY = "int8:serve_config"
+
+
+def stage_int8_version(version_dir: Path, version: int, model_name: str, tflite: bytes,
+                       root: Path) -> Path:
+    """Copy ``version_dir`` to ``root/model_name/version`` and write ``model.tflite`` there."""
+    if not tflite[4:8] == b"TFL3":
+        raise ConfigError(f"The INT8 model is not a TFLite flatbuffer (file identifier "
+                          f"{tflite[4:8]!r}, expected b'TFL3'); pass a .tflite file.")
+    staged = root / model_name / str(version)
+    shutil.copytree(version_dir, staged, ignore=shutil.ignore_patterns(TFLITE_NAME))
+    (staged / TFLITE_NAME).write_bytes(tflite)
+    return staged
+
+
+def int8_tflite_bytes(session: TFSSession, config: pytest.Config) -> bytes:
+    """--tfs-int8-model, else full-integer PTQ of the default signature, calibrated like the
+    gate (eval data, else warmup records, else synthesized inputs)."""
+    from pytest_tfserving import options
+    from pytest_tfserving.int8.eval_data import default_eval_data, validate
+    from pytest_tfserving.int8.quantize import convert, representative_samples
+
+    artifact = options.value(config, "int8_model")
+    if artifact is not None:
+        try:
+            return Path(artifact).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"Cannot read --tfs-int8-model {str(artifact)!r}: {exc}.") from None
+    model = session.model()
+    name = options.value(config, "int8_signature") or "serving_default"
+    signature = model.signature(str(name))
+    data = default_eval_data(config)
+    if data is not None:
+        data = validate(data, signature)
+    samples, _ = representative_samples(str(options.value(config, "int8_calibration")),
+                                        int(options.value(config, "int8_samples")), signature,
+                                        model.version_dir, data)
+    return convert(model.version_dir, signature, representative=samples)
+
+
+def int8_serve_config(session: TFSSession, config: pytest.Config) -> ServeConfig:
+    """The ServeConfig that serves the INT8 model (staged once per session)."""
+    cached = session.cache.get(_CACHE_KEY)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    model = session.model()
+    tflite = int8_tflite_bytes(session, config)
+    root = Path(tempfile.mkdtemp(prefix="tfs-int8-serve-"))
+    config.add_cleanup(lambda: shutil.rmtree(root, ignore_errors=True))
+    staged = stage_int8_version(model.version_dir, model.version, model.name, tflite, root)
+    serve = session.serve_config(version_dir=staged, prefer_tflite=True, label="int8")
+    session.cache[_CACHE_KEY] = serve
+    return serve
+
+
+def served_config(session: TFSSession, config: pytest.Config) -> ServeConfig:
+    """What the served gates should use: the INT8 config when --tfs-int8-serve is on, else the
+    session's default."""
+    from pytest_tfserving import options
+
+    if options.value(config, "int8_serve"):
+        return int8_serve_config(session, config)
+    return session.default_serve_config()
