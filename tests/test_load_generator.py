@@ -113,6 +113,7 @@ def test_rate_beyond_one_worker_is_flagged_as_generator_behind() -> None:
     assert "req/s asks for" in result.generator_note or "after its intended time" in \
         result.generator_note
     assert "GENERATOR FELL BEHIND" in result.summary()
+    assert result.rate_not_offered and result.missed > 0
 
 
 def test_windows_repeat_until_stable_and_stop_early() -> None:
