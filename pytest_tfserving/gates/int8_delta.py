@@ -250,8 +250,8 @@ def _message(metric: str, float_value: float, int8_value: float, threshold: Any,
                  f"({details['int8_tflite_bytes']} vs {details['float_tflite_bytes']} bytes; "
                  f"playbook claims {PLAYBOOK_SIZE_RATIO:.2f}x). CPU latency INT8/float "
                  f"{latency['latency_ratio']:.2f}x = {latency['speedup']:.2f}x speedup "
-                 f"({latency['int8_tflite_us_per_example']:.1f} vs "
-                 f"{latency['float_tflite_us_per_example']:.1f} us/example, LiteRT 1 thread, "
+                 f"({latency['int8_tflite_us_per_example']:.3g} vs "
+                 f"{latency['float_tflite_us_per_example']:.3g} us/example, LiteRT 1 thread, "
                  f"batch {latency['batch_size']}; playbook claims "
                  f"{PLAYBOOK_SPEEDUP[0]:g}-{PLAYBOOK_SPEEDUP[1]:g}x).")
     else:
