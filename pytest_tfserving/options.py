@@ -267,8 +267,8 @@ def usage_error(message: str, sources: Sequence[str] = ()) -> pytest.UsageError:
 
 
 # Warmup gate (issue 7): cold-start limit and measurement size. Default 5x: on the fixture
-# models (bundled server, 2 busy cores) first/p50 was 0.97-2.71x with warmup and 11-90x
-# without (14 runs); 5x is near the geometric middle of 2.71 and 11.35.
+# models (bundled server, 2 busy cores, 22 runs) first/p50 was 0.87-2.71x with warmup and
+# 11-90x without; 5x sits near the geometric middle of 2.71 and 11.35.
 register(
     Option("warmup_max_cold_ratio", "Warmup gate: the first request on a fresh server may take "
            "at most this many times the steady-state p50.", parse_positive_float, default=5.0,
