@@ -140,6 +140,12 @@ def _check_replay(server: RunningServer, records: int) -> dict[str, Any]:
         out["measured"]["replayed_records"] = None
         return out
     lines = parse_replay_lines(text)
+    for _ in range(20):  # the line precedes AVAILABLE, but a log reader may lag behind a little
+        if lines or no_file_lines(text):
+            break
+        time.sleep(0.1)
+        text = server.logs()
+        lines = parse_replay_lines(text)
     if not lines:
         missing = no_file_lines(text)
         if missing:
