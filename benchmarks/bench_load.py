@@ -1,0 +1,244 @@
+"""The load generator measured against references, ratios only, all in one run.
+
+    python benchmarks/bench_load.py [--quick] [--only h2load,maxrate,playbook,cv] [--json PATH]
+
+(1) h2load: our p99 vs h2load's at the same fixed rate on the same server (bundled server with
+    ctr_direct, batch-1 warmup requests). h2load (Debian nghttp2-client) drives gRPC unary calls as
+    HTTP/2 POSTs with ``content-type: application/grpc``, ``te: trailers`` and a length-prefixed
+    body; its per-request log (``--log-file``) gives the p99. Goal: within 10 %.
+(2) maxrate: the highest open-loop rate one generator process offers in full (>= 95 % of the
+    schedule sent, send lag p99 reported) against the grpc.aio echo server, vs h2load's saturated
+    req/s on the same server. Goals: >= 5,000 req/s and >= 50 % of h2load's.
+(3) playbook: ctr_strings (tf.Example + AsString + string hashing) vs ctr_direct (direct tensors)
+    on the bundled server with the playbook's batching: p99 at one fixed rate, and max open-loop
+    rate with p99 <= target (binary search). Goals: p99 ratio >= 3x, QPS ratio >= 4x.
+(4) cv: coefficient of variation of the p99 over 5 reruns of the same SLA load. Goal: <= 5 %.
+
+Figures depend on the machine: run it on a quiet one (2 cores here are shared by the generator
+and the server).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from pytest_tfserving.deadline import Deadline  # noqa: E402
+from pytest_tfserving.load.generator import LoadResult, LoadSpec, run_load  # noqa: E402
+from pytest_tfserving.load.search import max_qps  # noqa: E402
+from pytest_tfserving.model import inspect_model  # noqa: E402
+from pytest_tfserving.serving.base import ServeConfig  # noqa: E402
+from pytest_tfserving.settings import PLAYBOOK_BATCHING  # noqa: E402
+
+MODELS = ROOT / "fixtures" / "models"
+PREDICT_PATH = "/tensorflow.serving.PredictionService/Predict"
+
+
+def log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+@contextmanager
+def bundled(model_dir: Path, name: str) -> Iterator[Any]:
+    from pytest_tfserving.serving.bundled import BundledLauncher
+
+    info = inspect_model(model_dir, name)
+    launcher = BundledLauncher(ServeConfig(model_name=name, version_dir=info.version_dir,
+                                           version=info.version, batching=PLAYBOOK_BATCHING))
+    try:
+        yield launcher.start(Deadline.after(180)), info
+    finally:
+        launcher.cleanup()
+
+
+@contextmanager
+def echo_server() -> Iterator[str]:
+    proc = subprocess.Popen([sys.executable, "-m", "pytest_tfserving.load.testserver"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        yield f"127.0.0.1:{int(proc.stdout.readline().split()[1])}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def payloads_for(info: Any, name: str, batch_size: int | None) -> list[bytes]:
+    from pytest_tfserving.load.payloads import for_model
+
+    payloads, source = for_model(info, name, "serving_default", batch_size=batch_size)
+    log(f"  requests for {name}: {source}")
+    return payloads
+
+
+# --- h2load -----------------------------------------------------------------------------------
+
+def h2load_run(target: str, payload: bytes, *, rate: float | None, duration: float,
+               clients: int = 1, streams: int = 1, warmup: float = 1.0) -> dict[str, Any]:
+    """h2load against a gRPC unary method; per-request latencies from its --log-file."""
+    exe = shutil.which("h2load")
+    if exe is None:
+        raise RuntimeError("h2load not found: apt-get install -y nghttp2-client")
+    with tempfile.TemporaryDirectory() as tmp:
+        body = Path(tmp) / "body.bin"
+        body.write_bytes(b"\x00" + struct.pack(">I", len(payload)) + payload)
+        log_file = Path(tmp) / "h2load.log"
+        cmd = [exe, f"http://{target}{PREDICT_PATH}", "-c", str(clients), "-m", str(streams),
+               "-D", f"{duration:g}", "--warm-up-time", f"{warmup:g}", "-d", str(body),
+               "-H", "content-type: application/grpc", "-H", "te: trailers",
+               "--log-file", str(log_file)]
+        if rate is not None:
+            cmd += ["--rps", f"{rate / clients:g}"]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + warmup + 60)
+        lat = sorted(int(line.split("\t")[2]) for line in log_file.read_text().splitlines()
+                     if line.count("\t") >= 2)
+    summary = next((line for line in out.stdout.splitlines() if line.startswith("finished in")),
+                   "")
+    rps = float(summary.split(",")[1].split()[0]) if summary else 0.0
+
+    def pct(p: float) -> float:
+        return lat[min(len(lat) - 1, int(p / 100 * len(lat)))] / 1000.0 if lat else 0.0
+
+    return {"p50_ms": pct(50), "p99_ms": pct(99), "requests": len(lat), "req_per_s": rps,
+            "summary": summary}
+
+
+def bench_h2load(args: argparse.Namespace) -> dict[str, Any]:
+    log("(1) our p99 vs h2load's at the same fixed rate, bundled server + ctr_direct")
+    rate, duration = args.rate, 3.0 if args.quick else 6.0
+    rows = []
+    with bundled(MODELS / "ctr_direct", "ctr_direct") as (endpoint, info):
+        payloads = payloads_for(info, "ctr_direct", 1)
+        for rep in range(1 if args.quick else 2):
+            ours = run_load(endpoint.grpc_address, payloads[:1], LoadSpec(
+                rate=rate, arrival="constant", duration_s=duration, warmup_s=1.0,
+                stability_pct=0, workers=1))
+            theirs = h2load_run(endpoint.grpc_address, payloads[0], rate=rate,
+                                duration=duration)
+            rows.append({"rep": rep, "ours_p99_ms": ours.p99_ms, "ours_p50_ms": ours.p50_ms,
+                         "ours_qps": ours.qps, "h2load_p99_ms": theirs["p99_ms"],
+                         "h2load_p50_ms": theirs["p50_ms"],
+                         "h2load_requests": theirs["requests"]})
+            log(f"  rep {rep}: ours p99 {ours.p99_ms:.2f} ms (p50 {ours.p50_ms:.2f}), h2load p99 "
+                f"{theirs['p99_ms']:.2f} ms (p50 {theirs['p50_ms']:.2f})")
+    ours_p99 = statistics.median(r["ours_p99_ms"] for r in rows)
+    theirs_p99 = statistics.median(r["h2load_p99_ms"] for r in rows)
+    return {"rate": rate, "rows": rows, "ours_p99_ms": ours_p99, "h2load_p99_ms": theirs_p99,
+            "p99_ratio": ours_p99 / theirs_p99 if theirs_p99 else None,
+            "goal": "within 10 % (ratio 0.9-1.1)"}
+
+
+def bench_maxrate(args: argparse.Namespace) -> dict[str, Any]:
+    log("(2) max open-loop rate of one generator process vs h2load saturated, echo server")
+    duration = 2.0
+    with echo_server() as target:
+        theirs = h2load_run(target, b"", rate=None, duration=duration, clients=2, streams=64)
+        log(f"  h2load saturated: {theirs['req_per_s']:.0f} req/s")
+        best, trials = 0.0, []
+        for rate in (1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 10000, 12000):
+            r = run_load(target, [b""], LoadSpec(rate=rate, arrival="constant",
+                                                 duration_s=duration, warmup_s=0.5,
+                                                 stability_pct=0, workers=1, timeout_s=2))
+            held = not r.rate_not_offered and r.qps >= 0.95 * rate
+            trials.append({"rate": rate, "sent_share": round(r.sent_share, 3),
+                           "qps": round(r.qps, 1), "send_lag_p99_ms": round(r.send_lag_p99_ms, 2),
+                           "p99_ms": round(r.p99_ms, 2), "held": held})
+            log(f"  ours at {rate}: sent {r.sent_share:.0%}, answered {r.qps:.0f}/s, send lag p99 "
+                f"{r.send_lag_p99_ms:.1f} ms, p99 {r.p99_ms:.1f} ms -> "
+                f"{'held' if held else 'not held'}")
+            if not held:
+                break
+            best = rate
+    return {"ours_max_rate": best, "h2load_req_per_s": theirs["req_per_s"],
+            "ratio": best / theirs["req_per_s"] if theirs["req_per_s"] else None,
+            "trials": trials, "goal": ">= 5000 req/s and >= 50 % of h2load"}
+
+
+def bench_playbook(args: argparse.Namespace) -> dict[str, Any]:
+    log("(3) playbook case: ctr_strings vs ctr_direct, bundled server, playbook batching")
+    out: dict[str, Any] = {"rate": args.playbook_rate, "p99_target_ms": args.p99_target,
+                           "batch_size": args.batch_size}
+    for name in ("ctr_direct", "ctr_strings"):
+        with bundled(MODELS / name, name) as (endpoint, info):
+            payloads = payloads_for(info, name, args.batch_size)
+
+            def run(rate: float, endpoint: Any = endpoint, payloads: list[bytes] = payloads,
+                    name: str = name) -> LoadResult:
+                return run_load(endpoint.grpc_address, payloads, LoadSpec(
+                    rate=rate, duration_s=2.0, warmup_s=0.5, stability_pct=0,
+                    arrival="poisson", timeout_s=2), metrics_url=endpoint.metrics_url,
+                    model_name=name)
+
+            fixed = run(args.playbook_rate)
+            found = max_qps(run, args.p99_target, lo=25, hi=8000, precision=0.1)
+            out[name] = {"p99_ms_at_rate": fixed.p99_ms, "qps_at_rate": fixed.qps,
+                         "mean_batch_size": fixed.mean_batch_size,
+                         "max_qps": found.rate, "trials": [t.as_dict() for t in found.trials]}
+            log(f"  {name}: p99 {fixed.p99_ms:.2f} ms at {args.playbook_rate} req/s "
+                f"(mean batch {fixed.mean_batch_size:.1f}); {found.summary()}")
+    d, s = out["ctr_direct"], out["ctr_strings"]
+    out["p99_ratio"] = s["p99_ms_at_rate"] / d["p99_ms_at_rate"] if d["p99_ms_at_rate"] else None
+    out["qps_ratio"] = d["max_qps"] / s["max_qps"] if s["max_qps"] else None
+    out["goal"] = "p99 ratio >= 3x, QPS ratio >= 4x"
+    return out
+
+
+def bench_cv(args: argparse.Namespace) -> dict[str, Any]:
+    log("(4) p99 coefficient of variation over 5 reruns, bundled server + ctr_direct")
+    p99s = []
+    with bundled(MODELS / "ctr_direct", "ctr_direct") as (endpoint, info):
+        payloads = payloads_for(info, "ctr_direct", 1)
+        for _ in range(5):
+            r = run_load(endpoint.grpc_address, payloads, LoadSpec(
+                rate=args.rate, duration_s=3.0 if args.quick else 6.0, warmup_s=1.0,
+                stability_pct=10, arrival="poisson"))
+            p99s.append(r.p99_ms)
+            log(f"  p99 {r.p99_ms:.2f} ms ({'stable' if r.stable else 'unstable'})")
+    mean = statistics.mean(p99s)
+    cv = statistics.stdev(p99s) / mean if mean else 0.0
+    return {"rate": args.rate, "p99_ms": p99s, "cv": cv, "goal": "<= 5 %"}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="shorter runs, one repetition")
+    parser.add_argument("--only", default="h2load,maxrate,playbook,cv")
+    parser.add_argument("--rate", type=float, default=300.0, help="fixed rate for (1) and (4)")
+    parser.add_argument("--playbook-rate", type=float, default=200.0)
+    parser.add_argument("--p99-target", type=float, default=20.0)
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="examples per request in (3): string parsing scales with them")
+    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" /
+                        "bench_load.json")
+    args = parser.parse_args()
+    benches = {"h2load": bench_h2load, "maxrate": bench_maxrate, "playbook": bench_playbook,
+               "cv": bench_cv}
+    results: dict[str, Any] = {"machine": {"cpus": os.cpu_count()}, "started": time.time()}
+    for name in args.only.split(","):
+        results[name] = benches[name.strip()](args)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk not in ("rows", "trials")}
+                      if isinstance(v, dict) else v for k, v in results.items()}, indent=2,
+                     default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
