@@ -84,8 +84,9 @@ def connect(timeout: float = API_TIMEOUT_S) -> Any:
 
 
 def unusable_reason(settings: BackendSettings) -> str | None:
-    """None when the engine answers and the image is present or pullable; else why not.
-    Fast (about 2 s at worst per call): ``--tfs-backend=auto`` runs it."""
+    """None when the engine answers and the image is present locally (or, with an explicit
+    ``--tfs-pull=always``, pullable); else why not. Fast (about 2 s at worst per call):
+    ``--tfs-backend=auto`` runs it, and it never contacts a registry unless asked to."""
     from docker.errors import DockerException, ImageNotFound
 
     try:
@@ -99,8 +100,9 @@ def unusable_reason(settings: BackendSettings) -> str | None:
             return None
         except ImageNotFound:
             pass
-        if settings.pull == "never":
-            return f"image {image} is not present and --tfs-pull=never"
+        if settings.pull != "always":
+            return (f"image {image} is not present locally (auto does not pull: run "
+                    f"'docker pull {image}', or pass --tfs-pull=always or --tfs-backend=docker)")
         try:
             client.images.get_registry_data(image)
             return None

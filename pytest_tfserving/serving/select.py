@@ -27,8 +27,8 @@ def choose_backend(requested: str,
     settings = settings or BackendSettings()
     docker_reason = docker_probe.usable_reason(settings)
     if docker_reason is None:
-        return "docker", (f"auto: Docker engine answers and image {settings.image} is present "
-                          "or pullable")
+        return "docker", (f"auto: Docker engine answers and image {settings.image} is "
+                          + ("present" if settings.pull != "always" else "present or pullable"))
     if settings.binary is not None:
         return "binary", f"auto: no Docker ({docker_reason}); --tfs-binary={settings.binary}"
     if binary_on_path():
