@@ -120,3 +120,24 @@ def test_server_without_warmup_replay_fails_the_replay_check(ctr_direct: Path) -
     [failure] = outcome["failures"]
     assert "no 'Finished reading warmup data' line" in failure
     assert "--enable_model_warmup=true" in failure
+
+
+def test_signatures_without_warmup_records_are_reported(pytester: pytest.Pytester,
+                                                        digits: Path) -> None:
+    base = pytester.path / "digits"
+    shutil.copytree(digits, base)
+    npz = Path(__file__).resolve().parents[1] / "fixtures" / "data" / "digits_eval.npz"
+    make_warmup_file(inspect_model(base), from_npz=npz, records=2,
+                     signatures=["serving_default"])
+    report = pytester.path / "gate.json"
+    result = pytester.runpytest_subprocess(
+        f"--tfs-model={base}", "--tfs-backend=bundled", "--tfs-gates=warmup",
+        "--tfs-warmup-max-cold-ratio=1000", "--tfs-warmup-steady-requests=5",
+        f"--tfs-report={report}", "-p", "no:cacheprovider",
+    )
+    result.assert_outcomes(passed=1)
+    (gate,) = json.loads(report.read_text())["gates"]
+    assert gate["measured"]["unwarmed_signatures"] == ["classify", "regress"]
+    assert gate["measured"]["replayed_records"] == 2
+    assert set(gate["details"]["cold_start"]) == {"classify", "regress", "serving_default"}
+    assert "no warmup record for signature(s) classify, regress" in gate["message"]

@@ -48,7 +48,12 @@ def _setting(ctx: GateContext, key: str, option: str, kind: type) -> Any:
 
 def check(ctx: GateContext) -> GateResult:
     from pytest_tfserving.tfrecord import count_records
-    from pytest_tfserving.warmup import MAX_RECORDS, make_command, validate_warmup_file
+    from pytest_tfserving.warmup import (
+        MAX_RECORDS,
+        inspect_warmup_file,
+        make_command,
+        validate_warmup_file,
+    )
 
     ctx.check_overrides(ALLOWED)
     max_ratio = float(_setting(ctx, "max_cold_ratio", "warmup_max_cold_ratio", float))
@@ -72,8 +77,13 @@ def check(ctx: GateContext) -> GateResult:
     measured: dict[str, Any] = {"records": records}
     failures: list[str] = []
     notes: list[str] = []
-
     signatures = ctx.signatures_under_gate()
+    warmed = inspect_warmup_file(model.warmup_file).signatures()
+    unwarmed = [name for name in signatures if name not in warmed]
+    if unwarmed:  # not a failure by itself: the cold-start check decides if it matters
+        measured["unwarmed_signatures"] = unwarmed
+        notes.append(f"no warmup record for signature(s) {', '.join(unwarmed)}")
+
     cold = _cold_start(ctx, COLD_LABEL, signatures, steady, enable_warmup=True)
     # The cold-start server serves the gated config (only its label differs), so its log is
     # the replay evidence too; no other server has to start for this gate.
