@@ -145,7 +145,7 @@ def test_measured_vs_target_for_each_limit() -> None:
                         100, 0.01, False)
     text = "; ".join(failures)
     assert re.search(r"p99 30\.0\d ms > target 20 ms", text)
-    assert "answered 80 req/s successfully of the 100 offered" in text
+    assert "answered 80 req/s successfully of the 100 sent" in text
     assert "error rate 20.000% > limit 1.000% (DEADLINE_EXCEEDED x20" in text
     # a late generator only inflates latency: a passing p99 stands, a failing one says so
     assert _verdict(_result(1000, 100, behind=True), LoadSpec(rate=100), 20, 100, 0.01,
