@@ -8,7 +8,8 @@
     body; its per-request log (``--log-file``) gives the p99. Goal: within 10 %.
 (2) maxrate: the highest open-loop rate one generator process holds (>= 95 % of the schedule
     sent, send lag p99 within the generator's limit, the server answering what was sent) against
-    the grpc.aio echo server, vs h2load's saturated req/s on the same server. Goals: >= 5,000 req/s and >= 50 % of h2load's.
+    the grpc.aio echo server, vs h2load's saturated req/s on the same server. Goals: >= 5,000
+    req/s and >= 50 % of h2load's.
 (3) playbook: ctr_strings (tf.Example + AsString + string hashing) vs ctr_direct (direct tensors)
     on the bundled server with the playbook's batching: p99 at one fixed rate, and max open-loop
     rate with p99 <= target (binary search). Goals: p99 ratio >= 3x, QPS ratio >= 4x.
