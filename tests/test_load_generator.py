@@ -75,6 +75,8 @@ def test_count_and_duration_bound_the_run() -> None:
                                                     stability_pct=0, max_requests=300))
         elapsed = time.monotonic() - t0
     assert result.requests == 300
+    # every latency from the actual send is <= the same request's latency from its intended time
+    assert 0 < result.p99_from_send_ms <= result.p99_ms * 1.001
     assert elapsed < 10  # 300 requests at 500 req/s, not 30 s
     assert len(result.windows) >= 1
 

@@ -27,6 +27,10 @@ import pytest
 def test_patient_batches():
     pass
 
+@pytest.mark.tfs_sla(concurrency=4, min_qps=20)
+def test_closed_loop():
+    pass
+
 @pytest.mark.tfs_sla(p99_ms="fast")
 def test_nonsense_value():
     pass
@@ -63,7 +67,7 @@ def test_default_gate_markers_overrides_bad_arguments_and_tfs_load(
     result = pytester.runpytest_subprocess(
         f"--tfs-model={ctr_direct}", "--tfs-gates=sla", f"--tfs-report={report}", "-rA",
         *QUICK, timeout=540)
-    result.assert_outcomes(passed=3, failed=3)
+    result.assert_outcomes(passed=4, failed=3)
     result.stdout.fnmatch_lines([
         "*tfs load [[]open loop, 100 req/s poisson[]] window 1/3: sent *",  # progress line
         "*gate sla FAILED: marker tfs_sla on test_user.py::test_nonsense_value argument "
@@ -90,6 +94,11 @@ def test_default_gate_markers_overrides_bad_arguments_and_tfs_load(
     assert patient["measured"]["server_queue_delay_mean_ms"] >= 3.0
     assert (patient["measured"]["server_queue_delay_mean_ms"]
             > default["measured"]["server_queue_delay_mean_ms"])
+    closed = gates["test_user.py::test_closed_loop"]
+    assert closed["passed"], closed["message"]
+    assert closed["threshold"]["concurrency"] == 4
+    assert closed["message"].startswith("closed loop, concurrency 4")
+    assert closed["details"]["spec"]["mode"] == "closed"
     impossible = gates["test_user.py::test_impossible_target"]
     assert not impossible["passed"]
     assert impossible["threshold"]["p99_ms"] == 0.001

@@ -160,6 +160,7 @@ class WindowStats:
     stats: LatencyStats
     lag: HdrHistogram  # how late the generator sent requests (open loop)
     partial: bool = False
+    service: HdrHistogram | None = None  # latency from the actual send, successful requests
 
     @property
     def lag_p99_ms(self) -> float:
@@ -173,7 +174,7 @@ class WindowStats:
 
 def window_from_messages(index: int, messages: Iterable[Mapping[str, Any]]) -> WindowStats:
     """Merge the per-worker messages of window ``index`` (see ``worker.py``)."""
-    hists, lags = [], []
+    hists, lags, services = [], [], []
     sent = ok = 0
     errors: dict[str, int] = {}
     span = 0.0
@@ -181,6 +182,7 @@ def window_from_messages(index: int, messages: Iterable[Mapping[str, Any]]) -> W
     for message in messages:
         hists.append(decode(str(message["hist"])))
         lags.append(decode(str(message["lag"])))
+        services.append(decode(str(message.get("service", ""))))
         sent += int(message["sent"])
         ok += int(message["ok"])
         for code, n in dict(message["errors"]).items():
@@ -188,7 +190,7 @@ def window_from_messages(index: int, messages: Iterable[Mapping[str, Any]]) -> W
         span = max(span, float(message["span_s"]))  # workers share the window's time span
         partial = partial or bool(message["partial"])
     return WindowStats(index, LatencyStats(merge(hists), span, sent, ok, errors), merge(lags),
-                       partial)
+                       partial, merge(services))
 
 
 def combine(windows: Iterable[WindowStats]) -> LatencyStats:

@@ -87,8 +87,9 @@ class WorkerConfig:
 
 @dataclass
 class _Window:
-    hist: Any
-    lag: Any
+    hist: Any  # latency from the intended send time (what the gate judges)
+    lag: Any  # how late each request was sent
+    service: Any  # latency from the actual send (what a closed-loop tool such as h2load reports)
     errors: dict[str, int] = field(default_factory=dict)
     sent: int = 0
     ok: int = 0
@@ -119,7 +120,7 @@ class Worker:
         k = int((intended - self.m0) // self.cfg.window_s)
         win = self.windows.get(k)
         if win is None:
-            win = self.windows[k] = _Window(new_histogram(), new_histogram())
+            win = self.windows[k] = _Window(new_histogram(), new_histogram(), new_histogram())
         return k, win
 
     async def _one(self, call: Any, payload: bytes, intended: float, win: _Window | None) -> None:
@@ -141,9 +142,10 @@ class Worker:
                 self.error_details.setdefault("CLIENT_ERROR", f"{type(exc).__name__}: {exc}")
         else:
             if win is not None:
+                now = time.monotonic()
                 win.ok += 1
-                win.hist.record_value(
-                    min(HIST_MAX_US, max(1, int((time.monotonic() - intended) * 1e6))))
+                win.hist.record_value(min(HIST_MAX_US, max(1, int((now - intended) * 1e6))))
+                win.service.record_value(min(HIST_MAX_US, max(1, int((now - sent) * 1e6))))
         finally:
             if win is not None:
                 win.outstanding -= 1
@@ -224,13 +226,16 @@ class Worker:
                 return  # past the run (or past where sending stopped early)
             if self.horizon < w_end:
                 return  # still being scheduled
-            win = self.windows.get(k) or _Window(new_histogram(), new_histogram())
+            win = self.windows.get(k) or _Window(new_histogram(), new_histogram(),
+                                                 new_histogram())
             if win.outstanding > 0:
                 return
             span = max(0.0, min(self.sched_end, w_end) - w_start)
             self.emit({
                 "window": k, "hist": win.hist.encode().decode("ascii"),
-                "lag": win.lag.encode().decode("ascii"), "errors": win.errors, "sent": win.sent,
+                "lag": win.lag.encode().decode("ascii"),
+                "service": win.service.encode().decode("ascii"), "errors": win.errors,
+                "sent": win.sent,
                 "ok": win.ok, "span_s": span, "partial": span < ws - 1e-9,
             })
             self.windows.pop(k, None)
