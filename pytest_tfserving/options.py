@@ -208,7 +208,8 @@ def add_options(parser: pytest.Parser) -> None:
             help_text += f" (default: {option.default})"
         group.addoption(
             option.flag, dest=option.dest, default=None, metavar=option.metavar,
-            action="append" if option.multiple else "store", help=help_text,
+            action="append" if option.multiple else "store",
+            help=help_text.replace("%", "%%"),  # argparse %-formats help strings
         )
         parser.addini(option.ini, help=option.help, default=None)
 

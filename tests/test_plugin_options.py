@@ -109,3 +109,14 @@ def test_batching_file_with_field_override(pytester):
     result = pytester.runpytest_subprocess(f"--tfs-batching-file={cfg}",
                                            "--tfs-batch-timeout-micros=200")
     result.assert_outcomes(passed=1)
+
+
+def test_help_lists_every_option_with_env_and_ini(pytester):
+    from pytest_tfserving.options import OPTIONS
+
+    result = pytester.runpytest_subprocess("--help")
+    assert result.ret == 0
+    text = result.stdout.str()
+    for option in OPTIONS.values():
+        assert option.flag in text, option.flag
+    result.stdout.fnmatch_lines(["*--tfs-model=PATH*", "*[env TFS_MODEL, ini tfs_model]*"])
