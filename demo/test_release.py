@@ -8,7 +8,9 @@ import numpy as np
 
 def test_model_has_direct_int64_ids(tfs_model):
     signature = tfs_model.signature("serving_default")
-    assert signature.inputs["user_id"].dtype == "DT_INT64", signature.inputs["user_id"].describe()
+    inputs = ", ".join(spec.describe() for spec in signature.inputs.values())
+    assert "user_id" in signature.inputs, f"no user_id input; serving_default takes {inputs}"
+    assert signature.inputs["user_id"].dtype == "DT_INT64", inputs
 
 
 def test_probability_in_unit_interval(tfs_client, tfs_model):

@@ -49,16 +49,20 @@ def short_target(target: str) -> str:
 
 
 def gate_table(results: Sequence[GateResult], width: int = 120) -> list[str]:
-    """Rows: gate, verdict, threshold, measured; long cells wrap onto continuation lines."""
+    """Rows: gate, verdict, threshold, measured; long cells wrap onto continuation lines.
+    Terminals narrower than the table need are given one block per gate instead."""
     names = [r.name + (f" [{short_target(r.target)}]" if r.target else "") for r in results]
     name_width = max([4, *map(len, names)])
     room = width - name_width - 13  # what the two value columns share
-    thresholds = [_wrap(fmt_mapping(r.threshold), max(20, room * 2 // 5)) for r in results]
+    if room < 70:
+        return _stacked(names, results, width)
+    longest = max([9, *(len(item) for r in results for item in fmt_mapping(r.threshold))])
+    thresholds = [_wrap(fmt_mapping(r.threshold), max(20, min(longest, room // 2)))
+                  for r in results]
     threshold_width = max([9, *(len(x) for cell in thresholds for x in cell)])
     measured_col = max(24, room - threshold_width)
     rows: list[tuple[str, str, list[str], list[str]]] = [
-        (name, r.verdict, threshold,
-         _wrap(fmt_mapping(r.measured) or (r.message.split() if r.skipped else []), measured_col))
+        (name, r.verdict, threshold, _wrap(_measured_items(r), measured_col))
         for name, r, threshold in zip(names, results, thresholds, strict=True)
     ]
     head = f"{'gate'.ljust(name_width)}  verdict  {'threshold'.ljust(threshold_width)}  measured"
@@ -70,6 +74,23 @@ def gate_table(results: Sequence[GateResult], width: int = 120) -> list[str]:
                      measured[i] if i < len(measured) else "")
             lines.append(f"{cells[0].ljust(name_width)}  {cells[1].ljust(7)}  "
                          f"{cells[2].ljust(threshold_width)}  {cells[3]}".rstrip())
+    return lines
+
+
+def _measured_items(result: GateResult) -> list[str]:
+    return fmt_mapping(result.measured) or (result.message.split() if result.skipped else [])
+
+
+def _stacked(names: list[str], results: Sequence[GateResult], width: int) -> list[str]:
+    lines: list[str] = []
+    indent = " " * 15
+    for name, result in zip(names, results, strict=True):
+        lines.append(f"{result.verdict:<5} {name}")
+        for label, items in (("threshold", fmt_mapping(result.threshold)),
+                             ("measured", _measured_items(result))):
+            for i, text in enumerate(_wrap(items, max(30, width - len(indent)))):
+                if text:
+                    lines.append(f"    {label + ':' if i == 0 else '':<11}{text}")
     return lines
 
 

@@ -16,13 +16,22 @@ RESULTS = [
 
 
 def test_table_has_every_gate_verdict_and_wraps_long_cells():
-    lines = gate_table(RESULTS, width=80)
+    lines = gate_table(RESULTS, width=110)
     assert lines[0].split() == ["gate", "verdict", "threshold", "measured"]
     text = "\n".join(lines)
     assert "no_string_ops" in text and "FAIL" in text and "string_ops=7" in text
     assert "sla [test_peak]" in text and "p99_ms=12.35" in text
     assert "SKIP" in text and "--tfs-eval-data=FILE.npz" in text  # the skip reason, wrapped
-    assert all(len(line) <= 80 for line in lines)
+    assert all(len(line) <= 110 for line in lines)
+
+
+def test_narrow_terminal_gets_one_block_per_gate():
+    lines = gate_table(RESULTS, width=72)
+    assert lines[0] == "FAIL  no_string_ops"
+    assert lines[1] == "    threshold: string_ops=0"
+    assert lines[2] == "    measured:  string_ops=7 op_types=AsString"
+    assert "PASS  sla [test_peak]" in lines
+    assert all(len(line) <= 72 for line in lines)
 
 
 def test_header_names_backend_and_copes_with_unreadable_model():
