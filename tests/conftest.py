@@ -15,6 +15,8 @@ MODELS = ROOT / "fixtures" / "models"
 DATA = ROOT / "fixtures" / "data"
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# pytester subprocesses print the gate table at this width (the wide, tabular layout).
+os.environ["COLUMNS"] = "160"
 
 
 def _ensure_models() -> None:
