@@ -46,14 +46,23 @@ def synthesize_inputs(signature: Signature, batch_size: int = 1, seed: int = 0) 
             for key, spec in signature.inputs.items()}
 
 
-def load_npz_inputs(path: Path, signature: Signature) -> Inputs:
-    """Arrays named after the signature's inputs (extra arrays such as ``labels`` ignored)."""
+def read_npz(path: Path, what: str = ".npz",
+             fix: str = "Save it with numpy.savez(path, <input>=array, ...)") -> Inputs:
+    """Every array of a .npz file (object arrays refused); errors name the file and the fix."""
     try:
         with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
+            return {k: np.asarray(data[k]) for k in data.files}
+    except FileNotFoundError:
+        raise ConfigError(f"{what} file {str(path)!r} does not exist; pass an existing "
+                          "file.") from None
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"Cannot read {str(path)!r} as .npz: {exc}. Save it with "
-                          "numpy.savez(path, <input>=array, ...).") from exc
+        raise ConfigError(f"Cannot read {what} {str(path)!r} as .npz ({exc}). {fix}; object "
+                          "arrays are not allowed.") from None
+
+
+def load_npz_inputs(path: Path, signature: Signature) -> Inputs:
+    """Arrays named after the signature's inputs (extra arrays such as ``labels`` ignored)."""
+    arrays = read_npz(path, "request data")
     missing = sorted(set(signature.inputs) - set(arrays))
     if missing:
         raise ConfigError(

@@ -414,12 +414,9 @@ def _check_counts(per_signature: int, signatures: int, batch_sizes: Sequence[int
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray[Any, Any]]:
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"Cannot read {str(path)!r} as .npz: {exc}. Save it with "
-                          "numpy.savez(path, <input>=array, ...).") from exc
+    from pytest_tfserving.requests import read_npz
+
+    arrays = read_npz(path, "warmup source")
     empty = [k for k, a in arrays.items() if a.ndim == 0 or len(a) == 0]
     if empty or not arrays:
         raise ConfigError(f"{path} has no rows to cut requests from (empty or scalar arrays: "

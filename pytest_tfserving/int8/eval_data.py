@@ -45,19 +45,10 @@ class EvalData:
 
 def load_npz(path: Path, label_key: str = DEFAULT_LABEL_KEY) -> EvalData:
     """Read a .npz; arrays other than ``label_key`` are inputs (checked by ``validate``)."""
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: np.asarray(data[k]) for k in data.files}
-    except FileNotFoundError:
-        raise ConfigError(f"Eval data file {str(path)!r} does not exist. Pass "
-                          "--tfs-eval-data=FILE.npz with an existing file.") from None
-    except (OSError, ValueError) as exc:
-        raise ConfigError(
-            f"Cannot read eval data {str(path)!r} as .npz ({exc}). Save it with "
-            "numpy.savez(path, <input name>=array, ..., labels=array); object arrays are not "
-            "allowed."
-        ) from None
+    from pytest_tfserving.requests import read_npz
+
+    arrays = read_npz(Path(path), "eval data",
+                      "Save it with numpy.savez(path, <input name>=array, ..., labels=array)")
     labels = arrays.pop(label_key, None)
     return EvalData(inputs=arrays, labels=labels, source=str(path))
 
