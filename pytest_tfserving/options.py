@@ -398,8 +398,9 @@ register(
     Option("sla_max_qps_regression_pct", "SLA gate with a baseline: largest allowed drop of "
            "achieved throughput below the baseline's, in %.", parse_non_negative_float,
            default=5.0, metavar="PCT"),
-    Option("plot", "Write latency plots (PNG) into DIR: percentiles and latency vs throughput "
-           "(needs matplotlib).", parse_path, metavar="DIR"),
+    Option("plot", "Write latency plots (PNG) into DIR: percentiles, and latency vs throughput "
+           "from a short extra rate sweep per SLA gate (needs matplotlib).", parse_path,
+           metavar="DIR"),
 )
 
 
