@@ -181,3 +181,18 @@ def test_tfs_inputs_match_the_signature(inputs: dict[str, np.ndarray]) -> None:
 def test_tfs_inputs_rejects_unknown_overrides() -> None:
     with pytest.raises(ConfigError, match=r"unknown input\(s\) \['nope'\]"):
         tfs_inputs(SIG, overrides={"nope": None})  # type: ignore[dict-item]
+
+
+def test_open_loop_stability_compares_answered_share_not_poisson_counts() -> None:
+    from pytest_tfserving.load.generator import LoadSpec, _throughput
+
+    spec = LoadSpec(rate=300)
+    # Poisson windows send 288 and 318 requests; all answered: the same throughput for the rule
+    low = WindowStats(0, stats_of([1000] * 288, 1.0), new_histogram())
+    high = WindowStats(1, stats_of([1000] * 318, 1.0), new_histogram())
+    assert _throughput(low, spec) == _throughput(high, spec) == 300
+    shed = WindowStats(2, stats_of([1000] * 150, 1.0, {"RESOURCE_EXHAUSTED": 150}),
+                       new_histogram())
+    assert _throughput(shed, spec) == 150
+    closed = LoadSpec(mode="closed", concurrency=2)
+    assert _throughput(low, closed) == 288

@@ -469,10 +469,20 @@ def _next(workers: _Workers, deadline: float, what: str) -> tuple[int, dict[str,
                         "duration.") from None
 
 
+def _throughput(window: WindowStats, spec: LoadSpec) -> float:
+    """The throughput the stability rule compares. Open loop: answers per request sent, scaled
+    to the rate, because Poisson arrivals make the offered count itself vary from window to
+    window (about 1/sqrt(n)); what must agree is how much of it the server answered."""
+    s = window.stats
+    if spec.mode == "open" and s.sent:
+        return s.ok / s.sent * spec.rate
+    return s.qps
+
+
 def _verdict(windows: list[WindowStats], spec: LoadSpec) -> stability.Verdict:
-    return stability.check([w.stats.p99_ms for w in windows], [w.stats.qps for w in windows],
-                           spec.stability_pct, usable=[not w.partial and w.stats.ok > 0
-                                                       for w in windows])
+    return stability.check([w.stats.p99_ms for w in windows],
+                           [_throughput(w, spec) for w in windows], spec.stability_pct,
+                           usable=[not w.partial and w.stats.ok > 0 for w in windows])
 
 
 def _progress_line(window: WindowStats, spec: LoadSpec, max_windows: int,
