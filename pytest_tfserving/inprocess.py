@@ -21,6 +21,22 @@ def load_signatures(version_dir: Path) -> Any:
     return signatures
 
 
+@functools.lru_cache(maxsize=4)
+def load_tflite(version_dir: Path) -> Any:
+    from pytest_tfserving.server.tflite_servable import load_tflite_servable
+
+    return load_tflite_servable("reference", 1, version_dir)
+
+
+def call_tflite_signature(version_dir: Path, signature_name: str,
+                          inputs: Mapping[str, Any]) -> dict[str, np.ndarray[Any, Any]]:
+    """The same call on ``version_dir/model.tflite`` in LiteRT (what --prefer_tflite serves)."""
+    runner = load_tflite(version_dir).signatures[signature_name]
+    result: dict[str, np.ndarray[Any, Any]] = runner.run(
+        {k: np.asarray(v) for k, v in inputs.items()})
+    return result
+
+
 def call_signature(version_dir: Path, signature_name: str,
                    inputs: Mapping[str, Any]) -> dict[str, np.ndarray[Any, Any]]:
     import tensorflow as tf

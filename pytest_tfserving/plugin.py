@@ -39,7 +39,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
-    config.stash[SESSION_KEY] = TFSSession(settings=resolve_settings(config))
+    config.stash[SESSION_KEY] = TFSSession(settings=resolve_settings(config), config=config)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

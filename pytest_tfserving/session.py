@@ -75,6 +75,7 @@ class RunningServer:
 @dataclass
 class TFSSession:
     settings: Settings
+    config: pytest.Config | None = None  # for options that feature modules resolve lazily
     results: list[GateResult] = field(default_factory=list)
     backend_kind: str | None = None
     backend_reason: str = ""
@@ -98,6 +99,17 @@ class TFSSession:
         return self._model
 
     def default_serve_config(self) -> ServeConfig:
+        """What the served gates and ``tfs_server`` serve: the float model, or with
+        ``--tfs-int8-serve`` its INT8 TFLite conversion (``--prefer_tflite_model``)."""
+        from pytest_tfserving import options
+
+        if self.config is not None and options.value(self.config, "int8_serve"):
+            from pytest_tfserving.int8.serve import int8_serve_config
+
+            return int8_serve_config(self, self.config)
+        return self.float_serve_config()
+
+    def float_serve_config(self) -> ServeConfig:
         from pytest_tfserving.serving.base import ServeConfig
 
         model = self.model()

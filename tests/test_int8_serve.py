@@ -51,3 +51,25 @@ def test_stage_rejects_a_file_that_is_not_tflite(tmp_path):
     (version_dir / "saved_model.pb").write_bytes(b"")
     with pytest.raises(ConfigError, match=r"not a TFLite flatbuffer.*expected b'TFL3'"):
         stage_int8_version(version_dir, 1, "m", b"\x00" * 16, tmp_path / "out")
+
+
+def test_int8_serve_runs_the_served_gates_on_the_tflite_model(pytester):
+    """--tfs-int8-serve: the bundled server loads model.tflite with LiteRT
+    (--prefer_tflite_model) and the serving gate compares it with LiteRT in-process."""
+    pytester.makepyfile(
+        """
+        import numpy as np
+
+        def test_served_is_the_int8_model(tfs_server, tfs_client):
+            assert tfs_server.config.prefer_tflite
+            assert "Reading TFLite model from" in tfs_server.logs()
+            out = tfs_client.predict({"pixels": np.zeros((2, 64), np.float32)})
+            assert out["probabilities"].shape == (2, 10)
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        f"--tfs-model={DIGITS}", f"--tfs-eval-data={DIGITS_EVAL}", "--tfs-int8-serve=true",
+        "--tfs-backend=bundled", "--tfs-gates=serving", "--tfs-signatures=serving_default",
+        "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["serving*PASS*", "*reference=LiteRT model.tflite*"])

@@ -62,7 +62,7 @@ def compare(served: dict[str, np.ndarray[Any, Any]], expected: dict[str, np.ndar
 
 
 def check(ctx: GateContext) -> GateResult:
-    from pytest_tfserving.inprocess import call_signature
+    from pytest_tfserving.inprocess import call_signature, call_tflite_signature
 
     ctx.check_overrides(ALLOWED)
     rtol = float(ctx.overrides.get("rtol", DEFAULT_RTOL))
@@ -91,7 +91,10 @@ def check(ctx: GateContext) -> GateResult:
             per_signature[name] = {"checked": True, "answered": False, "error": details}
             continue
         latency_ms = (time.perf_counter() - t0) * 1e3
-        expected = call_signature(ctx.model.version_dir, name, inputs)
+        if server.config.prefer_tflite:  # the INT8 model is served: compare with LiteRT
+            expected = call_tflite_signature(server.config.version_dir, name, inputs)
+        else:
+            expected = call_signature(ctx.model.version_dir, name, inputs)
         problems, diff = compare(served, expected, rtol, atol)
         worst = max(worst, diff)
         failures += [f"{name}: {p}" for p in problems]
@@ -103,13 +106,17 @@ def check(ctx: GateContext) -> GateResult:
     if not per_signature:
         failures.append("no signature under gate (the model has no predict/classify/regress "
                         "signature)")
-    message = (f"model {ctx.model.name!r} v{ctx.model.version} served by {server.backend}; "
+    artifact = "INT8 model.tflite" if server.config.prefer_tflite else "SavedModel"
+    message = (f"model {ctx.model.name!r} v{ctx.model.version} ({artifact}) served by "
+               f"{server.backend}; "
                f"{len(checked)} signature(s) answered and matched the in-process call "
                f"(max abs diff {worst:.3g})") if passed else "; ".join(failures)
     return GateResult(
         name="serving",
         passed=passed,
-        threshold={"rtol": rtol, "atol": atol, "signatures": "all served"},
+        threshold={"rtol": rtol, "atol": atol, "signatures": "all served",
+                   "reference": "LiteRT model.tflite" if server.config.prefer_tflite
+                   else "in-process SavedModel"},
         measured={"signatures_answered": len(checked), "signatures": len(per_signature),
                   "max_abs_diff": worst, "server_start_s": round(start_s, 3)},
         message=message,

@@ -8,6 +8,7 @@ itself) and is removed when pytest's config is cleaned up.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 from pathlib import Path
@@ -72,16 +73,9 @@ def int8_serve_config(session: TFSSession, config: pytest.Config) -> ServeConfig
     root = Path(tempfile.mkdtemp(prefix="tfs-int8-serve-"))
     config.add_cleanup(lambda: shutil.rmtree(root, ignore_errors=True))
     staged = stage_int8_version(model.version_dir, model.version, model.name, tflite, root)
-    serve = session.serve_config(version_dir=staged, prefer_tflite=True, label="int8")
+    serve = dataclasses.replace(session.float_serve_config(), version_dir=staged,
+                                prefer_tflite=True, label="int8")
     session.cache[_CACHE_KEY] = serve
     return serve
 
 
-def served_config(session: TFSSession, config: pytest.Config) -> ServeConfig:
-    """What the served gates should use: the INT8 config when --tfs-int8-serve is on, else the
-    session's default."""
-    from pytest_tfserving import options
-
-    if options.value(config, "int8_serve"):
-        return int8_serve_config(session, config)
-    return session.default_serve_config()

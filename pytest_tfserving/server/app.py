@@ -86,14 +86,16 @@ def _load(core: object, flags: ServerFlags) -> None:
         sid = f"{{name: {name} version: {version}}}"
         core.state.set(LOADING, version)
         log.info("Loading servable version %s", sid)
-        if flags.prefer_tflite_model and (version_dir / "model.tflite").is_file():
-            raise _LoadError(grpc.StatusCode.UNIMPLEMENTED,
-                             f"--prefer_tflite_model: {version_dir}/model.tflite exists but the "
-                             "bundled server serves SavedModels only; drop the flag or use "
-                             "tensorflow_model_server")
-        log.info("Reading SavedModel from: %s", version_dir)
+        use_tflite = flags.prefer_tflite_model and (version_dir / "model.tflite").is_file()
+        log.info("Reading %s from: %s", "TFLite model" if use_tflite else "SavedModel",
+                 version_dir)
         try:
-            servable = load_servable(name, version, version_dir)
+            if use_tflite:
+                from pytest_tfserving.server.tflite_servable import load_tflite_servable
+
+                servable = load_tflite_servable(name, version, version_dir)
+            else:
+                servable = load_servable(name, version, version_dir)
         except ModelError as exc:
             raise _LoadError(grpc.StatusCode.DATA_LOSS, str(exc)) from None
         except Exception as exc:  # noqa: BLE001 - TF raises many kinds on a bad SavedModel

@@ -23,7 +23,7 @@ _FLAGS: dict[str, tuple[str, object, str]] = {
     "monitoring_config_file": ("str", "", "MonitoringConfig text file (prometheus_config)"),
     "enable_model_warmup": ("bool", True, "replay assets.extra/tf_serving_warmup_requests"),
     "num_request_iterations_for_warmup": ("int", 1, "replays of each warmup record"),
-    "prefer_tflite_model": ("bool", False, "serve model.tflite when present (not supported)"),
+    "prefer_tflite_model": ("bool", False, "serve model.tflite with LiteRT when present"),
     "rest_api_timeout_in_ms": ("int", 30000, "REST request timeout"),
     "file_system_poll_wait_seconds": ("int", 1, "accepted; the bundled server never reloads"),
     "bind_address": ("str", "0.0.0.0", "bundled only: address both ports bind to"),

@@ -1,0 +1,88 @@
+"""Serve ``model.tflite`` with LiteRT (``--prefer_tflite_model``), as TF Serving does.
+
+The signatures come from the flatbuffer's own signature defs (the TFLite converter keeps the
+SavedModel's signature keys and input/output names); method names and declared shapes are taken
+from the SavedModel's ``signature_def`` beside it when present. A LiteRT interpreter is not
+thread-safe, so each executor thread gets its own interpreter over the same model bytes.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+
+from pytest_tfserving.server.servable import Arrays, Servable, TensorInfo
+from pytest_tfserving.server.status import ServingError
+from pytest_tfserving.tensors import DTYPE_BY_NUMPY
+
+TFLITE_FILE = "model.tflite"
+PREDICT = "tensorflow/serving/predict"
+
+
+def _interpreter(model: bytes) -> Any:
+    from ai_edge_litert.interpreter import Interpreter
+
+    return Interpreter(model_content=model, num_threads=1)
+
+
+def _info(key: str, detail: Mapping[str, Any]) -> TensorInfo:
+    dtype = DTYPE_BY_NUMPY.get(np.dtype(detail["dtype"]).newbyteorder("="), 0)
+    shape = detail.get("shape_signature")
+    if shape is None:
+        shape = detail["shape"]
+    return TensorInfo(key, dtype, tuple(int(d) for d in shape))
+
+
+class TFLiteSignatureRunner:
+    """The SignatureRunner interface (name, method_name, inputs, outputs, run) over LiteRT."""
+
+    def __init__(self, name: str, method_name: str, model: bytes, probe: Any) -> None:
+        self.name = name
+        self.method_name = method_name
+        self._model = model
+        self._local = threading.local()
+        runner = probe.get_signature_runner(name)
+        self.inputs = {k: _info(k, d) for k, d in runner.get_input_details().items()}
+        self.outputs = {k: _info(k, d) for k, d in runner.get_output_details().items()}
+
+    def _runner(self) -> Any:
+        runner = getattr(self._local, "runner", None)
+        if runner is None:
+            runner = self._local.runner = _interpreter(self._model).get_signature_runner(
+                self.name)
+        return runner
+
+    def run(self, arrays: Mapping[str, np.ndarray[Any, Any]]) -> Arrays:
+        try:
+            out = self._runner()(**{k: np.ascontiguousarray(v) for k, v in arrays.items()})
+        except (ValueError, RuntimeError) as exc:
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"TFLite signature {self.name!r}: {exc}") from None
+        return {k: np.asarray(v) for k, v in out.items()}
+
+
+def load_tflite_servable(name: str, version: int, version_dir: Path) -> Servable:
+    """A Servable over ``version_dir/model.tflite``; metadata from saved_model.pb if present."""
+    model = (version_dir / TFLITE_FILE).read_bytes()
+    probe = _interpreter(model)
+    signature_defs: Any = {}
+    methods: dict[str, str] = {}
+    if (version_dir / "saved_model.pb").is_file():
+        from pytest_tfserving.model import read_saved_model, serving_meta_graph
+
+        mg = serving_meta_graph(read_saved_model(version_dir), version_dir)
+        signature_defs = mg.signature_def
+        methods = {k: sd.method_name for k, sd in mg.signature_def.items()}
+    keys = list(probe.get_signature_list())
+    if not keys:
+        raise ValueError(f"{version_dir / TFLITE_FILE} has no signatures; convert it with "
+                         "TFLiteConverter.from_saved_model so the signatures are kept")
+    signatures = {key: TFLiteSignatureRunner(key, methods.get(key, PREDICT), model, probe)
+                  for key in keys}
+    return Servable(name, version, version_dir, signatures,  # type: ignore[arg-type]
+                    signature_defs, probe)
