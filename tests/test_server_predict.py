@@ -167,6 +167,10 @@ def test_rest_status_predict_and_errors(server: ServerProcess, in_process: Any) 
 
 def test_prometheus_metrics_with_tf_serving_names(server: ServerProcess) -> None:
     stub(server).Predict(predict_request("ctr", ctr_inputs(1)), timeout=10)
+    bad = ctr_inputs(1)
+    del bad["dense"]  # counted under status INVALID_ARGUMENT, whatever ran before on this server
+    with pytest.raises(grpc.RpcError):
+        stub(server).Predict(predict_request("ctr", bad), timeout=10)
     _, text = _get(f"{server.rest_url}/monitoring/prometheus/metrics")
     assert "# TYPE :tensorflow:serving:request_count counter" in text
     counts = metric_samples(text, ":tensorflow:serving:request_count")
