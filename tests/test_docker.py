@@ -207,3 +207,28 @@ def test_model_the_server_cannot_load_fails_with_the_log_tail(engine, tmp_path):
     notes = "\n".join(getattr(info.value, "__notes__", []))
     assert "BEGIN container" in notes and "/models/" in notes
     assert not containers_of(engine, **{docker_backend.LABEL_SESSION: settings.session_id})
+
+
+def test_served_gates_run_once_per_image(pytester, engine, ctr_direct):
+    """Repeated --tfs-image: every served gate runs once per image (each in its own container),
+    static gates once; the report names the image of each result."""
+    second = f"pytest-tfserving/tf-serving-test:second-{uuid.uuid4().hex[:6]}"
+    engine.images.get(TEST_IMAGE).tag(second)
+    try:
+        report = pytester.path / "report.json"
+        result = pytester.runpytest_subprocess(
+            f"--tfs-model={ctr_direct}", "--tfs-backend=docker", f"--tfs-image={TEST_IMAGE}",
+            f"--tfs-image={second}", "--tfs-pull=never", "--tfs-gates=direct_tensor_inputs,serving",
+            f"--tfs-report={report}", "-v")
+        result.assert_outcomes(passed=3)
+        result.stdout.fnmatch_lines([
+            "*test_gate?direct_tensor_inputs? PASSED*",
+            f"*test_gate?serving@{TEST_IMAGE}? PASSED*",
+            f"*test_gate?serving@{second}? PASSED*",
+        ])
+        data = json.loads(report.read_text())
+        targets = [g.get("target", "") for g in data["gates"] if g["name"] == "serving"]
+        assert targets == [TEST_IMAGE, second]
+        assert [s["image"] for s in data["backend"]["servers"]] == [TEST_IMAGE, second]
+    finally:
+        engine.images.remove(second)

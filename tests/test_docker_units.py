@@ -109,7 +109,6 @@ def test_auto_without_engine_picks_the_binary_on_path(monkeypatch, tmp_path):
     (["--tfs-memory=lots"], "Invalid value 'lots' for --tfs-memory from command line"),
     (["--tfs-env=NOEQUALS"], "Invalid value 'NOEQUALS' for --tfs-env from command line"),
     (["--tfs-pull=sometimes"], "expected one of never, missing, always"),
-    (["--tfs-image=a:1", "--tfs-image=b:2"], "gating several images in one run is not supported"),
     (["--tfs-binary=/nonexistent/tensorflow_model_server"],
      "--tfs-binary=/nonexistent/tensorflow_model_server is not an executable file"),
 ])

@@ -22,6 +22,7 @@ class GateContext:
     request: pytest.FixtureRequest | None = None
     overrides: dict[str, Any] = field(default_factory=dict)  # marker keyword arguments
     origin: str = "default suite"  # or "marker tfs_sla on tests/test_x.py::test_y"
+    image: str = ""  # the docker image this run of a served gate is for (repeated --tfs-image)
 
     @property
     def settings(self) -> Any:
@@ -32,6 +33,12 @@ class GateContext:
         return self.session.model()
 
     def server(self, config: ServeConfig | None = None) -> RunningServer:
+        """The server for ``config`` (default: the session's), in this gate run's image."""
+        if self.image:
+            import dataclasses
+
+            config = dataclasses.replace(config or self.session.default_serve_config(),
+                                         image=self.image)
         return self.session.server(config)
 
     def option(self, name: str) -> Any:

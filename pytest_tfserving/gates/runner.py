@@ -14,11 +14,11 @@ from pytest_tfserving.session import get_session
 
 
 def run_gate(name: str, request: pytest.FixtureRequest, overrides: dict[str, Any],
-             origin: str, target: str = "") -> GateResult:
+             origin: str, target: str = "", image: str = "") -> GateResult:
     session = get_session(request.config)
     gate = gate_by_name(name)
     ctx = GateContext(session=session, config=request.config, request=request,
-                      overrides=dict(overrides), origin=origin)
+                      overrides=dict(overrides), origin=origin, image=image)
     try:
         result = gate.load()(ctx)
     except TFServingError as exc:

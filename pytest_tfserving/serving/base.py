@@ -36,6 +36,7 @@ class ServeConfig:
     monitoring: bool = True
     extra_flags: tuple[str, ...] = ()
     label: str = ""  # shown in reports when several servers run ("baseline", "marker ...")
+    image: str = ""  # docker backend: this image instead of the first --tfs-image
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -48,6 +49,7 @@ class ServeConfig:
             "enable_warmup": self.enable_warmup,
             "prefer_tflite": self.prefer_tflite,
             "extra_flags": list(self.extra_flags),
+            **({"image": self.image} if self.image else {}),
         }
 
 

@@ -226,7 +226,7 @@ class DockerLauncher(Launcher):
                  image: str | None = None) -> None:
         super().__init__(config)
         self.settings = settings or BackendSettings()
-        self.image = image or self.settings.image
+        self.image = image or config.image or self.settings.image
         self.image_id: str | None = None
         self.client: Any = None
         self.container: Any = None
