@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures as cf
 import threading
 import time
@@ -44,7 +45,8 @@ class _Task:
     arrays: Mapping[str, np.ndarray[Any, Any]]
     size: int
     enqueued: float
-    future: cf.Future[Arrays]
+    future: cf.Future[Arrays] | asyncio.Future[Arrays]
+    loop: asyncio.AbstractEventLoop | None  # set for asyncio futures: resolved on their loop
 
 
 @dataclass
@@ -129,13 +131,31 @@ class BatchScheduler:
     # -- enqueue ---------------------------------------------------------------------------
     def submit(self, runner: SignatureRunner, arrays: Mapping[str, np.ndarray[Any, Any]],
                outputs: tuple[str, ...]) -> cf.Future[Arrays]:
+        """Enqueue one task; the future resolves on the batch thread (for sync callers)."""
+        future: cf.Future[Arrays] = cf.Future()
+        self._enqueue(runner, arrays, outputs, future, None)
+        return future
+
+    def submit_async(self, runner: SignatureRunner, arrays: Mapping[str, np.ndarray[Any, Any]],
+                     outputs: tuple[str, ...]) -> asyncio.Future[Arrays]:
+        """Enqueue one task from a coroutine; the future resolves on the caller's event loop.
+
+        A finished batch wakes each loop once (one ``call_soon_threadsafe`` for all of the
+        batch's tasks of that loop) instead of once per task.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Arrays] = loop.create_future()
+        self._enqueue(runner, arrays, outputs, future, loop)
+        return future
+
+    def _enqueue(self, runner: SignatureRunner, arrays: Mapping[str, np.ndarray[Any, Any]],
+                 outputs: tuple[str, ...], future: cf.Future[Arrays] | asyncio.Future[Arrays],
+                 loop: asyncio.AbstractEventLoop | None) -> None:
         size = task_size(arrays)
         limit = self.params.max_batch_size
         if size > limit:
             raise invalid(f"Task size {size} is larger than maximum input batch size {limit}")
-        for _ in arrays:
-            self._metrics.record_input_batch_size(size)
-        future: cf.Future[Arrays] = cf.Future()
+        self._metrics.record_input_batch_size(size, len(arrays))
         key: QueueKey = (runner.name, tuple(sorted(arrays)), outputs)
         with self._cond:
             if self._stopping:
@@ -145,6 +165,7 @@ class BatchScheduler:
                 queue = self._queues[key] = _Queue(runner)
             now = time.monotonic()
             open_batch = queue.open
+            wake = self._timeout_s == 0  # a free thread takes whatever is queued
             if open_batch.size + size > limit:
                 enqueued = len(queue.closed) + 1
                 if enqueued >= self.params.max_enqueued_batches:
@@ -155,12 +176,16 @@ class BatchScheduler:
                     )
                 queue.closed.append(open_batch)
                 open_batch = queue.open = _Batch()
+                wake = True
             if not open_batch.tasks:
                 open_batch.start = now
-            open_batch.tasks.append(_Task(arrays, size, now, future))
+                wake = True  # a waiting thread must (re)arm its timer for this batch
+            open_batch.tasks.append(_Task(arrays, size, now, future, loop))
             open_batch.size += size
-            self._cond.notify()
-        return future
+            # Waking a batch thread costs a GIL handoff; a thread that waits already sleeps
+            # until the open batch's deadline, so only a new batch or a full one needs a wake.
+            if wake or open_batch.size >= limit:
+                self._cond.notify()
 
     # -- workers ---------------------------------------------------------------------------
     def _pick(self, now: float) -> tuple[_Queue, _Batch] | None:
@@ -230,18 +255,17 @@ class BatchScheduler:
                         "0th dimension sizes of the input tensors"
                     )
             offset = 0
+            results: list[Arrays | BaseException] = []
             for t in tasks:
                 end = offset + t.size
-                t.future.set_result({k: v[offset:end] for k, v in outputs.items()})
+                results.append({k: v[offset:end] for k, v in outputs.items()})
                 offset = end
         except ServingError as exc:
-            for t in tasks:
-                t.future.set_exception(exc)
+            results = [exc] * len(tasks)
         except Exception as exc:  # noqa: BLE001 - a batch never kills a worker thread
             err = ServingError(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
-            for t in tasks:
-                if not t.future.done():
-                    t.future.set_exception(err)
+            results = [err] * len(tasks)
+        _deliver(tasks, results)
 
     def stop(self, timeout_s: float = 2.0) -> None:
         with self._cond:
@@ -250,3 +274,37 @@ class BatchScheduler:
         deadline = time.monotonic() + timeout_s
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
+
+
+def _resolve(items: list[tuple[asyncio.Future[Arrays], Arrays | BaseException]]) -> None:
+    """On the event loop: resolve a batch's asyncio futures (skipping cancelled RPCs)."""
+    for future, result in items:
+        if future.done():
+            continue
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
+
+
+def _deliver(tasks: list[_Task], results: list[Arrays | BaseException]) -> None:
+    """Hand each task its result: cf futures directly, asyncio ones with one wakeup per loop."""
+    by_loop: dict[asyncio.AbstractEventLoop,
+                  list[tuple[asyncio.Future[Arrays], Arrays | BaseException]]] = {}
+    for t, result in zip(tasks, results, strict=True):
+        if t.loop is not None:
+            assert isinstance(t.future, asyncio.Future)
+            by_loop.setdefault(t.loop, []).append((t.future, result))
+            continue
+        assert isinstance(t.future, cf.Future)
+        if t.future.done():
+            continue
+        if isinstance(result, BaseException):
+            t.future.set_exception(result)
+        else:
+            t.future.set_result(result)
+    for loop, items in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_resolve, items)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass

@@ -9,7 +9,6 @@ classifier.cc / regressor.cc build them: ``classes`` (string [batch, n]) and/or 
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures as cf
 from typing import Any
 
@@ -131,7 +130,7 @@ def _regression(servable: Servable, runner: SignatureRunner, outputs: Arrays, n:
 
 async def classify_async(core: Core, request: Any) -> Any:
     servable, runner, key, ex = _prepare(core, request, CLASSIFY_METHOD)
-    out = await asyncio.wrap_future(_submit(core, runner, key, ex, "Classify"))
+    out = await core.run_async(runner, {key: ex}, tuple(runner.outputs), "Classify")
     return _classification(servable, runner, out, len(ex))
 
 
@@ -143,7 +142,7 @@ def classify_sync(core: Core, request: Any, servable: Servable | None = None) ->
 
 async def regress_async(core: Core, request: Any) -> Any:
     servable, runner, key, ex = _prepare(core, request, REGRESS_METHOD)
-    out = await asyncio.wrap_future(_submit(core, runner, key, ex, "Regress"))
+    out = await core.run_async(runner, {key: ex}, tuple(runner.outputs), "Regress")
     return _regression(servable, runner, out, len(ex))
 
 

@@ -1,8 +1,9 @@
 """The request pipeline shared by gRPC, REST and warmup: resolve, validate, run, respond.
 
 Model calls never run on the event loop thread: without batching they go to a small thread pool
-(TF releases the GIL), with batching to the scheduler's batch threads. Either way the caller gets
-a ``concurrent.futures.Future``; async callers await it with ``asyncio.wrap_future``.
+(TF releases the GIL), with batching to the scheduler's batch threads. Sync callers (REST, warmup)
+get a ``concurrent.futures.Future``; coroutines await ``run_async``, whose batched futures are
+resolved on the event loop, one wakeup per finished batch.
 """
 
 from __future__ import annotations
@@ -77,6 +78,14 @@ class Core:
             return self.scheduler.submit(runner, arrays, outputs)
         return self._pool.submit(self._run_direct, runner, arrays, api)
 
+    async def run_async(self, runner: SignatureRunner,
+                        arrays: Mapping[str, np.ndarray[Any, Any]], outputs: tuple[str, ...],
+                        api: str = "Predict") -> Arrays:
+        if self.scheduler is not None:
+            return await self.scheduler.submit_async(runner, arrays, outputs)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self._run_direct, runner, arrays, api)
+
     def _run_direct(self, runner: SignatureRunner, arrays: Mapping[str, np.ndarray[Any, Any]],
                     api: str) -> Arrays:
         t0 = time.monotonic()
@@ -108,7 +117,7 @@ class Core:
 
     async def predict_async(self, request: Any) -> Any:
         servable, runner, arrays, keys = self._prepare_predict(request)
-        outputs = await asyncio.wrap_future(self.submit(runner, arrays, keys))
+        outputs = await self.run_async(runner, arrays, keys)
         return self._predict_response(servable, runner, outputs, keys)
 
     def predict_sync(self, request: Any, servable: Servable | None = None) -> Any:

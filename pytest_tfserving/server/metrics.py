@@ -146,9 +146,11 @@ class Metrics(Collector):
             self._families[EXAMPLE_COUNTS].observe((model,), n)
             self._families[EXAMPLE_COUNT_TOTAL].inc((model,), n)
 
-    def record_input_batch_size(self, size: int) -> None:
+    def record_input_batch_size(self, size: int, times: int = 1) -> None:
         with self._lock:
-            self._families[INPUT_BATCH_SIZE].observe((), size)
+            fam = self._families[INPUT_BATCH_SIZE]
+            for _ in range(times):
+                fam.observe((), size)
 
     def record_batch(self, size: int, padded: int, queue_delays_us: Sequence[float]) -> None:
         with self._lock:
