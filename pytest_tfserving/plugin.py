@@ -153,12 +153,34 @@ def tfs_load(request: pytest.FixtureRequest, tfs_server: Any, tfs_requests: Any)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = get_session(session.config)
     try:
-        if state.settings.report is not None and (state.results or state.settings.active):
+        workeroutput = getattr(session.config, "workeroutput", None)
+        if workeroutput is not None:  # an xdist worker: the controller reports for everyone
+            workeroutput["tfs_results"] = [r.as_dict() for r in state.results]
+            workeroutput["tfs_started"] = state.started
+            workeroutput["tfs_backend"] = [state.backend_kind, state.backend_reason]
+        elif state.settings.report is not None and (state.results or state.settings.active):
             from pytest_tfserving.report import write_json
 
             write_json(state.settings.report, _report(state))
     finally:
         state.stop_servers()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """xdist controller: collect each worker's gate results, so that the table and the JSON
+    report cover the whole run."""
+    output = getattr(node, "workeroutput", None) or {}
+    if "tfs_results" not in output:
+        return
+    from pytest_tfserving.gates.result import GateResult
+
+    state = get_session(node.config)
+    state.results.extend(GateResult.from_dict(r) for r in output["tfs_results"])
+    state.started.extend(output.get("tfs_started", []))
+    kind, reason = output.get("tfs_backend", [None, ""])
+    if kind and state.backend_kind is None:
+        state.backend_kind, state.backend_reason = kind, reason
 
 
 def _report(state: TFSSession) -> dict[str, Any]:
@@ -190,5 +212,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     verdict = "PASSED" if report["passed"] else "FAILED"
     terminalreporter.line(f"release gate {verdict}",
                           green=report["passed"], red=not report["passed"], bold=True)
+    for result in state.results:
+        for plot in result.details.get("plots", []) or []:
+            terminalreporter.line(f"plot ({result.name}): {plot}")
     if state.settings.report is not None:
         terminalreporter.line(f"JSON report: {state.settings.report}")

@@ -113,3 +113,18 @@ def test_marker_runs_gate_on_user_test_with_overrides(pytester, ctr_direct):
         "this gate takes: atol, batch_size, rtol, signatures*",
     ])
     result.assert_outcomes(passed=1, failed=1)
+
+
+def test_under_xdist_the_controller_reports_every_workers_gates(pytester, ctr_strings):
+    report = pytester.path / "r.json"
+    result = pytester.runpytest_subprocess(
+        f"--tfs-model={ctr_strings}", "--tfs-gates=no_string_ops,direct_tensor_inputs,warmup",
+        f"--tfs-report={report}", "-n", "2", "-p", "no:cacheprovider",
+    )
+    result.assert_outcomes(failed=3)
+    result.stdout.fnmatch_lines(["*TF Serving release gate*", "no_string_ops*FAIL*",
+                                 "release gate FAILED"])
+    data = json.loads(report.read_text())
+    assert sorted(g["name"] for g in data["gates"]) == [
+        "direct_tensor_inputs", "no_string_ops", "warmup"]
+    assert data["passed"] is False

@@ -29,6 +29,14 @@ class GateResult:
             return "SKIP"
         return "PASS" if self.passed else "FAIL"
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GateResult:
+        """The inverse of ``as_dict`` (results travel from xdist workers as dicts)."""
+        return cls(name=data["name"], passed=data["passed"], threshold=data.get("threshold", {}),
+                   measured=data.get("measured", {}), message=data.get("message", ""),
+                   skipped=data.get("skipped", False), details=data.get("details", {}),
+                   target=data.get("target", ""))
+
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "name": self.name,
