@@ -10,19 +10,20 @@ records read: N. Elapsed time (microseconds): T.``
 
 from __future__ import annotations
 
-import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 
+from pytest_tfserving.errors import ConfigError
 from pytest_tfserving.model import WARMUP_RELATIVE_PATH
 from pytest_tfserving.server import classify
 from pytest_tfserving.server.core import Core
 from pytest_tfserving.server.logs import get_logger
 from pytest_tfserving.server.servable import Servable
 from pytest_tfserving.server.status import ServingError
+from pytest_tfserving.tfrecord import read_records
 
 MAX_NUM_RECORDS = 1000  # WarmupConsts::kMaxNumRecords
 
@@ -31,59 +32,12 @@ class WarmupError(Exception):
     """The warmup failed; the message is what GetModelStatus reports."""
 
 
-def _crc32c_table() -> list[int]:
-    table = []
-    for i in range(256):
-        crc = i
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
-        table.append(crc)
-    return table
-
-
-_TABLE = _crc32c_table()
-
-
-def crc32c(data: bytes) -> int:
-    crc = 0xFFFFFFFF
-    table = _TABLE
-    for b in data:
-        crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
-
-
-def masked_crc(data: bytes) -> int:
-    crc = crc32c(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
 def read_tfrecords(path: Path) -> Iterator[bytes]:
     """Records of a TFRecord file (length + masked crc32c framing), checked."""
-    with open(path, "rb") as f:
-        index = 0
-        while True:
-            header = f.read(12)
-            if not header:
-                return
-            if len(header) < 12:
-                raise WarmupError(f"truncated record header at record {index} in {path}. "
-                                  "Please verify your warmup data is in TFRecord format.")
-            (length,) = struct.unpack("<Q", header[:8])
-            (len_crc,) = struct.unpack("<I", header[8:])
-            if masked_crc(header[:8]) != len_crc:
-                raise WarmupError(f"corrupted record at record {index} in {path} (length crc "
-                                  "mismatch). Please verify your warmup data is in TFRecord "
-                                  "format.")
-            data = f.read(length)
-            footer = f.read(4)
-            if len(data) < length or len(footer) < 4:
-                raise WarmupError(f"truncated record {index} in {path}. Please verify your "
-                                  "warmup data is in TFRecord format.")
-            if masked_crc(data) != struct.unpack("<I", footer)[0]:
-                raise WarmupError(f"corrupted record {index} in {path} (data crc mismatch). "
-                                  "Please verify your warmup data is in TFRecord format.")
-            yield data
-            index += 1
+    try:
+        yield from read_records(path)
+    except ConfigError as exc:
+        raise WarmupError(f"{exc} Please verify your warmup data is in TFRecord format.") from None
 
 
 def _replay_one(core: Core, servable: Servable, log: object, kind: str | None) -> None:
