@@ -6,6 +6,8 @@ mismatch, unknown output alias) and otherwise name the input, what was expected 
 
 from __future__ import annotations
 
+import math
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -13,7 +15,17 @@ import numpy as np
 
 from pytest_tfserving.server.servable import Arrays, SignatureRunner, TensorInfo
 from pytest_tfserving.server.status import invalid
-from pytest_tfserving.tensors import TensorConversionError, dtype_name, from_numpy, to_numpy
+from pytest_tfserving.tensors import (
+    DT_STRING,
+    DTYPE_BY_NUMPY,
+    NUMPY_BY_DTYPE,
+    TensorConversionError,
+    dtype_name,
+    from_numpy,
+    to_numpy,
+)
+
+_LITTLE = sys.byteorder == "little"
 
 
 def _set(keys: Iterable[str]) -> str:
@@ -44,15 +56,20 @@ def shape_text(shape: Iterable[int] | None) -> str:
 
 
 def check_array(info: TensorInfo, arr: np.ndarray[Any, Any]) -> None:
-    if info.shape is None:
+    expected = info.shape
+    if expected is None:
         return
-    if arr.ndim != len(info.shape) or any(
-        want >= 0 and want != got for want, got in zip(info.shape, arr.shape, strict=False)
-    ):
-        raise invalid(
-            f"input '{info.key}' has shape {shape_text(arr.shape)} but the signature expects "
-            f"{shape_text(info.shape)} (-1: any size)"
-        )
+    got = arr.shape
+    if len(got) == len(expected):
+        for want, have in zip(expected, got):  # noqa: B905 - lengths checked above
+            if want >= 0 and want != have:
+                break
+        else:
+            return
+    raise invalid(
+        f"input '{info.key}' has shape {shape_text(arr.shape)} but the signature expects "
+        f"{shape_text(info.shape)} (-1: any size)"
+    )
 
 
 def decode_inputs(runner: SignatureRunner, inputs: Mapping[str, Any]) -> Arrays:
@@ -66,13 +83,30 @@ def decode_inputs(runner: SignatureRunner, inputs: Mapping[str, Any]) -> Arrays:
                 f"input '{key}' has dtype {dtype_name(proto.dtype)} but the signature expects "
                 f"{dtype_name(info.dtype)}"
             )
-        try:
-            arr = to_numpy(proto)
-        except TensorConversionError as exc:
-            raise invalid(f"input '{key}': {exc}") from None
+        arr = _content_view(proto)
+        if arr is None:
+            try:
+                arr = to_numpy(proto)
+            except TensorConversionError as exc:
+                raise invalid(f"input '{key}': {exc}") from None
         check_array(info, arr)
         out[key] = arr
     return out
+
+
+def _content_view(proto: Any) -> np.ndarray[Any, Any] | None:
+    """The common case of ``to_numpy`` (numeric ``tensor_content`` of the right length) without
+    its generic checks; None sends everything else (and every error) to ``to_numpy``."""
+    content = proto.tensor_content
+    if not content:
+        return None
+    np_dtype = NUMPY_BY_DTYPE.get(proto.dtype)
+    if np_dtype is None:
+        return None
+    shape = tuple([d.size for d in proto.tensor_shape.dim])
+    if min(shape, default=0) < 0 or len(content) != math.prod(shape) * np_dtype.itemsize:
+        return None
+    return np.frombuffer(content, dtype=np_dtype).reshape(shape)
 
 
 def output_keys(runner: SignatureRunner, output_filter: Iterable[str]) -> tuple[str, ...]:
@@ -96,4 +130,15 @@ def output_keys(runner: SignatureRunner, output_filter: Iterable[str]) -> tuple[
 def encode_outputs(outputs: Arrays, keys: Iterable[str], target: Any) -> None:
     """Write the selected outputs into ``response.outputs`` (a TensorProto map)."""
     for key in keys:
-        from_numpy(outputs[key], proto=target[key])
+        arr = outputs[key]
+        proto = target[key]
+        dt = DTYPE_BY_NUMPY.get(arr.dtype) if _LITTLE and arr.dtype.isnative else None
+        if dt is None or dt == DT_STRING:
+            from_numpy(arr, proto=proto)
+            continue
+        # what from_numpy writes for a native little-endian numeric array, minus its checks
+        proto.dtype = dt
+        proto.tensor_content = arr.tobytes()
+        dims = proto.tensor_shape.dim
+        for d in arr.shape:
+            dims.add().size = d

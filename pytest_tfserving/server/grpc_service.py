@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
 import grpc
@@ -23,10 +23,10 @@ _OK = "OK"
 
 
 async def _call(core: Core, api: str | None, request: Any, context: grpc.aio.ServicerContext[
-        Any, Any], fn: Callable[[], Awaitable[Any]]) -> Any:
+        Any, Any], work: Awaitable[Any]) -> Any:
     t0 = time.monotonic()
     try:
-        response = await fn()
+        response = await work
     except ServingError as exc:
         if api is not None:
             core.metrics.record_request(request.model_spec.name, api, "GRPC", exc.code_name, 0)
@@ -48,21 +48,21 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer): 
 
     async def Predict(self, request: Any, context: Any) -> Any:  # noqa: N802
         return await _call(self.core, "Predict", request, context,
-                           lambda: self.core.predict_async(request))
+                           self.core.predict_async(request))
 
     async def Classify(self, request: Any, context: Any) -> Any:  # noqa: N802
         return await _call(self.core, "Classify", request, context,
-                           lambda: classify.classify_async(self.core, request))
+                           classify.classify_async(self.core, request))
 
     async def Regress(self, request: Any, context: Any) -> Any:  # noqa: N802
         return await _call(self.core, "Regress", request, context,
-                           lambda: classify.regress_async(self.core, request))
+                           classify.regress_async(self.core, request))
 
     async def GetModelMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
         async def run() -> Any:
             return self.core.metadata(request)
 
-        return await _call(self.core, None, request, context, run)
+        return await _call(self.core, None, request, context, run())
 
     async def MultiInference(self, request: Any, context: Any) -> Any:  # noqa: N802
         await context.abort(grpc.StatusCode.UNIMPLEMENTED,
@@ -97,7 +97,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):  # type: ignore
         async def run() -> Any:
             return status_response(self.core, request.model_spec)
 
-        return await _call(self.core, None, request, context, run)
+        return await _call(self.core, None, request, context, run())
 
     async def HandleReloadConfigRequest(self, request: Any, context: Any) -> Any:  # noqa: N802
         await context.abort(grpc.StatusCode.UNIMPLEMENTED,
