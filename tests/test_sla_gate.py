@@ -175,3 +175,8 @@ def test_baseline_regressions_in_percent() -> None:
                     failures[0])
     assert failures[1].startswith("throughput 90 req/s is 10.0% below the baseline's 100")
     assert _compare(candidate, baseline, p99_regr=25, qps_regr=15) == []
+
+
+def test_nothing_measured_never_passes() -> None:
+    failures = _verdict(_result(0, 0), LoadSpec(rate=100), 20, 100, 0.001, False)
+    assert len(failures) == 1 and failures[0].startswith("no request was measured")

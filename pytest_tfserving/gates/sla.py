@@ -190,6 +190,11 @@ def _line(name: str, r: LoadResult) -> str:
 def _verdict(r: LoadResult, spec: Any, p99_ms: float, min_qps: float, max_error_rate: float,
              require_stable: bool) -> list[str]:
     failures: list[str] = []
+    if not r.requests:
+        failures.append("no request was measured (nothing was sent or answered in the "
+                        f"measurement windows): {r.generator_note or 'see the load log above'}; "
+                        "a gate cannot pass on no evidence")
+        return failures
     if r.requests and r.stats.ok == 0:
         codes = ", ".join(f"{k} x{v}" for k, v in sorted(r.errors.items()))
         first = "; ".join(f"{k}: {v}" for k, v in r.error_details.items())
