@@ -58,15 +58,7 @@ def percentile_plot(results: Sequence[tuple[str, LoadResult]], path: Path,
     ax.set_xticks(ticks)
     ax.set_xticklabels([f"{100 * (1 - 10 ** -t):g}" for t in ticks])
     ax.set_xlabel("percentile")
-    ax.set_ylabel("latency (ms)")
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, ax, path, title)
 
 
 def throughput_plot(series: Sequence[tuple[str, Sequence[LoadResult]]], path: Path,
@@ -84,8 +76,13 @@ def throughput_plot(series: Sequence[tuple[str, Sequence[LoadResult]]], path: Pa
         ax.axhline(p99_target_ms, color="red", linewidth=1,
                    label=f"p99 target {p99_target_ms:g} ms")
     ax.set_xlabel("achieved throughput (req/s)")
-    ax.set_ylabel("latency (ms)")
     ax.set_yscale("log")
+    return _save(plt, fig, ax, path, title)
+
+
+def _save(plt: Any, fig: Any, ax: Any, path: Path, title: str) -> Path:
+    """Common finish of both plots: labels, grid, legend, PNG written, figure closed."""
+    ax.set_ylabel("latency (ms)")
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend()
