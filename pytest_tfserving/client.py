@@ -14,7 +14,7 @@ import numpy as np
 
 from pytest_tfserving.deadline import Deadline
 from pytest_tfserving.errors import ModelLoadError, ServerStartError, ServerTimeoutError
-from pytest_tfserving.tensors import from_numpy, to_numpy
+from pytest_tfserving.tensors import to_numpy
 
 STATE_NAMES = {0: "UNKNOWN", 10: "START", 20: "LOADING", 30: "AVAILABLE", 40: "UNLOADING",
                50: "END"}
@@ -54,17 +54,9 @@ class TFServingClient:
     def predict_request(self, inputs: Mapping[str, Any], signature_name: str = "serving_default",
                         version: int | None = None,
                         output_filter: tuple[str, ...] = ()) -> Any:
-        from tensorflow_serving.apis import predict_pb2
+        from pytest_tfserving.requests import predict_request
 
-        request = predict_pb2.PredictRequest()
-        request.model_spec.name = self.model_name
-        request.model_spec.signature_name = signature_name
-        if version is not None:
-            request.model_spec.version.value = version
-        for key, value in inputs.items():
-            from_numpy(value, request.inputs[key])
-        request.output_filter.extend(output_filter)
-        return request
+        return predict_request(self.model_name, signature_name, inputs, version, output_filter)
 
     def predict(self, inputs: Mapping[str, Any], signature_name: str = "serving_default",
                 version: int | None = None, output_filter: tuple[str, ...] = (),

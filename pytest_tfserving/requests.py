@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,24 @@ from pytest_tfserving.errors import ConfigError
 from pytest_tfserving.model import Signature, TensorSpec
 
 Inputs = dict[str, np.ndarray[Any, Any]]
+
+
+def predict_request(model_name: str, signature_name: str, inputs: Mapping[str, Any],
+                    version: int | None = None, output_filter: tuple[str, ...] = ()) -> Any:
+    """A PredictRequest proto for ``inputs`` (numeric arrays travel as tensor_content)."""
+    from tensorflow_serving.apis import predict_pb2
+
+    from pytest_tfserving.tensors import from_numpy
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model_name
+    request.model_spec.signature_name = signature_name
+    if version is not None:
+        request.model_spec.version.value = version
+    for key, value in inputs.items():
+        from_numpy(value, request.inputs[key])
+    request.output_filter.extend(output_filter)
+    return request
 
 
 def synthesize_tensor(spec: TensorSpec, batch_size: int, rng: np.random.Generator,

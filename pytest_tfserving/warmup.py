@@ -436,12 +436,10 @@ def _record(model: ModelInfo, signature: Signature, batch: int,
             rows: dict[str, np.ndarray[Any, Any]] | None, rng: np.random.Generator) -> bytes:
     from tensorflow_serving.apis import (
         classification_pb2,
-        predict_pb2,
         prediction_log_pb2,
         regression_pb2,
     )
 
-    from pytest_tfserving.tensors import from_numpy
 
     log = prediction_log_pb2.PredictionLog()
     if signature.method_name in _KIND_METHOD.values():
@@ -457,13 +455,10 @@ def _record(model: ModelInfo, signature: Signature, batch: int,
                   else log.regress_log)
         target.request.CopyFrom(request)
         return bytes(log.SerializeToString(deterministic=True))
+    from pytest_tfserving.requests import predict_request
+
     inputs = _predict_inputs(model, signature, batch, rows, rng)
-    predict = predict_pb2.PredictRequest()
-    predict.model_spec.name = model.name
-    predict.model_spec.signature_name = signature.name
-    for key, value in inputs.items():
-        from_numpy(value, predict.inputs[key])
-    log.predict_log.request.CopyFrom(predict)
+    log.predict_log.request.CopyFrom(predict_request(model.name, signature.name, inputs))
     return bytes(log.SerializeToString(deterministic=True))
 
 

@@ -23,18 +23,9 @@ MAX_REQUESTS = 256  # distinct requests sent round robin
 
 def predict_bytes(model_name: str, signature_name: str, inputs: Inputs,
                   version: int | None = None) -> bytes:
-    from tensorflow_serving.apis import predict_pb2
+    from pytest_tfserving.requests import predict_request
 
-    from pytest_tfserving.tensors import from_numpy
-
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = model_name
-    request.model_spec.signature_name = signature_name
-    if version is not None:
-        request.model_spec.version.value = version
-    for key, value in inputs.items():
-        from_numpy(value, request.inputs[key])
-    return bytes(request.SerializeToString())
+    return bytes(predict_request(model_name, signature_name, inputs, version).SerializeToString())
 
 
 def retarget(raw: bytes, model_name: str, signature_name: str | None = None) -> bytes:
