@@ -13,7 +13,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from pytest_tfserving.server import classify
+from pytest_tfserving.server import classify, multi_inference
 from pytest_tfserving.server.core import Core
 from pytest_tfserving.server.logs import get_logger
 from pytest_tfserving.server.state import END
@@ -65,8 +65,9 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer): 
         return await _call(self.core, None, request, context, run())
 
     async def MultiInference(self, request: Any, context: Any) -> Any:  # noqa: N802
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                            "MultiInference is not implemented by the bundled server")
+        # TF Serving records no request count/latency for MultiInference (api=None here).
+        return await _call(self.core, None, request, context,
+                           multi_inference.multi_inference_async(self.core, request))
 
 
 def status_response(core: Core, model_spec: Any) -> Any:
