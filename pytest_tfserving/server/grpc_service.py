@@ -115,7 +115,13 @@ def build_server(core: Core, address: str) -> tuple[grpc.aio.Server, int]:
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionService(core), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(core), server)
-    port = server.add_insecure_port(address)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as exc:  # grpcio >= 1.5x raises instead of returning 0
+        port = 0
+        detail = f": {exc}"
+    else:
+        detail = ""
     if port == 0:
-        raise OSError(f"cannot bind gRPC to {address}")
+        raise OSError(f"Failed to bind gRPC to {address} (address already in use?){detail}")
     return server, port

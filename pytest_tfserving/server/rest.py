@@ -366,7 +366,11 @@ class _Handler(BaseHTTPRequestHandler):
 class RestServer:
     def __init__(self, api: RestApi, host: str, port: int) -> None:
         handler = type("Handler", (_Handler,), {"api": api})
-        self.httpd = ThreadingHTTPServer((host, port), handler)
+        try:
+            self.httpd = ThreadingHTTPServer((host, port), handler)
+        except OSError as exc:  # name the address: the launcher retries on bind failures
+            raise OSError(exc.errno, f"Failed to bind REST to {host}:{port}: {exc.strerror}"
+                          ) from None
         self.httpd.daemon_threads = True
         self.port = int(self.httpd.server_address[1])
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="rest",

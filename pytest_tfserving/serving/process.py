@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -32,6 +33,7 @@ class ProcessLauncher(Launcher):
         self.process: subprocess.Popen[bytes] | None = None
         self.workdir: Path | None = None
         self.log_path: Path | None = None
+        self._ports = (0, 0)  # (gRPC, REST) of the latest start attempt
 
     def command_prefix(self) -> list[str]:
         raise NotImplementedError
@@ -43,6 +45,8 @@ class ProcessLauncher(Launcher):
         return " ".join(self.command_prefix())
 
     def start(self, deadline: Deadline) -> Endpoint:
+        """Start on fresh free ports; a bind failure (another process took a picked port
+        between ``free_port`` and the server's bind) is retried on new ports, up to 3 tries."""
         attempts = 3
         for attempt in range(attempts):
             try:
@@ -50,11 +54,38 @@ class ProcessLauncher(Launcher):
             except ServerStartError as exc:
                 log = self.logs().lower()
                 self.stop()
-                retry = attempt + 1 < attempts and not deadline.expired() and any(
-                    hint in log for hint in _BIND_FAILURE_HINTS)
-                if not retry:
-                    raise exc
+                bind_failed = any(hint in log for hint in _BIND_FAILURE_HINTS)
+                if bind_failed and attempt + 1 < attempts and not deadline.expired():
+                    self._discard_workdir()  # its log told us all we need: try new ports
+                    continue
+                if bind_failed:
+                    raise self._bind_error(attempt + 1, log, exc) from exc
+                raise exc
         raise AssertionError("unreachable")
+
+    def _bind_error(self, tries: int, log: str, cause: ServerStartError) -> ServerStartError:
+        """The last bind failure, naming the ports and the fix; keeps the cause's log tail."""
+        grpc_port, rest_port = self._ports
+        failures = "\n".join(line for line in log.splitlines()
+                             if any(hint in line for hint in _BIND_FAILURE_HINTS))
+        taken = [f"{what} 127.0.0.1:{port}" for what, port in (("gRPC", grpc_port),
+                                                                 ("REST", rest_port))
+                 if re.search(rf":{port}(?!\d)", failures)]
+        which = " and ".join(taken) or f"gRPC 127.0.0.1:{grpc_port} or REST 127.0.0.1:{rest_port}"
+        error = ServerStartError(
+            f"The {self.display_name} could not bind its port ({which}: address already in use) "
+            f"on {tries} tries, each on fresh free ports: another process keeps taking the "
+            "ports the launcher picks. Fix: find what listens there (`ss -ltnp`) and stop it, "
+            "then run again; with pytest-xdist, fewer workers (-n) start fewer servers at once."
+        )
+        # the cause's server log tail (BEGIN/END block) goes with it
+        setattr(error, "__notes__", list(getattr(cause, "__notes__", [])))  # noqa: B010
+        return error
+
+    def _discard_workdir(self) -> None:
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = self.log_path = None
 
     def _start_once(self, deadline: Deadline) -> Endpoint:
         self.workdir = Path(tempfile.mkdtemp(prefix=f"tfs-{self.kind}-"))
@@ -62,6 +93,7 @@ class ProcessLauncher(Launcher):
         base = stage_model(self.config, self.workdir / "models")
         write_config_files(self.config, self.workdir)
         grpc_port, rest_port = free_port(), free_port()
+        self._ports = (grpc_port, rest_port)
         command = [
             *self.command_prefix(),
             *model_server_flags(self.config, grpc_port, rest_port, str(base), str(self.workdir)),
