@@ -318,3 +318,108 @@ def test_rebuild_reproduces_committed_predictions(
         new = fresh[name].signatures["serving_default"](**inputs)[key].numpy()
         # bitwise on the machine that built them; a small tolerance for other CPUs / TF builds
         np.testing.assert_allclose(new, old, atol=1e-4, err_msg=f"{name}: rebuild differs")
+
+
+# --- the Criteo-shaped wide pair (benchmarks/bench_playbook.py) ----------------------------
+
+WIDE_EXPECTED: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "ctr_wide_direct": (
+        {"cat_ids": ("DT_INT64", [-1, 26]), "dense": ("DT_FLOAT", [-1, 13])},
+        {"probability": ("DT_FLOAT", [-1, 1])},
+    ),
+    "ctr_wide_strings": (
+        {"examples": ("DT_STRING", [-1])},
+        {"probability": ("DT_FLOAT", [-1, 1])},
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(WIDE_EXPECTED))
+def test_wide_pair_layout_and_signature(tf: ModuleType, name: str) -> None:
+    from tensorflow.core.framework import types_pb2
+
+    version = MODELS / name / "1"
+    assert (version / "variables" / "variables.index").is_file()
+    size = sum(p.stat().st_size for p in (MODELS / name).rglob("*") if p.is_file())
+    assert size < 2 * 1024 * 1024, f"{name} is {size} bytes"
+    meta = _saved_model_proto(name).meta_graphs[0]
+    sigs = {k: v for k, v in meta.signature_def.items() if not k.startswith("__")}
+    assert set(sigs) == {"serving_default"}
+    sig = sigs["serving_default"]
+    assert sig.method_name == PREDICT
+    for got, want in zip((sig.inputs, sig.outputs), WIDE_EXPECTED[name], strict=True):
+        actual = {
+            k: (types_pb2.DataType.Name(t.dtype), [d.size for d in t.tensor_shape.dim])
+            for k, t in got.items()
+        }
+        assert actual == want
+
+
+def test_wide_pair_predicts_the_same_on_known_ids(tf: ModuleType, build_models: ModuleType) -> None:
+    direct_fn = tf.saved_model.load(str(MODELS / "ctr_wide_direct" / "1")).signatures[
+        "serving_default"
+    ]
+    strings_fn = tf.saved_model.load(str(MODELS / "ctr_wide_strings" / "1")).signatures[
+        "serving_default"
+    ]
+    direct_in, strings_in = build_models.wide_requests(candidates=64, count=4, seed=7)
+    scores = []
+    for d_in, s_in in zip(direct_in, strings_in, strict=True):
+        assert d_in["cat_ids"].dtype == np.int64 and d_in["cat_ids"].shape == (64, 26)
+        assert d_in["dense"].dtype == np.float32 and d_in["dense"].shape == (64, 13)
+        direct = direct_fn(cat_ids=tf.constant(d_in["cat_ids"]), dense=tf.constant(d_in["dense"]))[
+            "probability"
+        ].numpy()
+        strings = strings_fn(examples=tf.constant(list(s_in["examples"])))["probability"].numpy()
+        assert direct.shape == strings.shape == (64, 1)
+        np.testing.assert_allclose(strings, direct, atol=1e-5)
+        scores.append(direct)
+    all_scores = np.concatenate(scores)
+    assert ((all_scores > 0) & (all_scores < 1)).all()
+    assert all_scores.std() > 0.02, "predictions should depend on the inputs"
+    # every categorical feature was sampled from its own vocabulary of known ids
+    world = build_models.make_wide_world()
+    cat = np.concatenate([d["cat_ids"] for d in direct_in])
+    for i, vocab in enumerate(world.vocab):
+        assert np.isin(cat[:, i], vocab).all(), f"C{i + 1}"
+
+
+def test_wide_pair_string_op_gate_findings(tf: ModuleType) -> None:
+    from pytest_tfserving.graph import SavedModelGraph
+
+    def findings(name: str) -> list[Any]:
+        return SavedModelGraph.load(MODELS / name / "1").findings("serving_default")
+
+    assert findings("ctr_wide_direct") == []
+    ops = _serving_ops("ctr_wide_direct", "serving_default")
+    assert "FloorMod" in ops and "ResourceGather" in ops
+    assert not ops & STRING_OPS, ops & STRING_OPS
+
+    found = findings("ctr_wide_strings")
+    counts: dict[str, int] = {}
+    for f in found:
+        counts[f.op_type] = counts.get(f.op_type, 0) + 1
+    # one parse, then AsString + StringToHashBucketFast for each of the 26 categorical features
+    assert counts == {"ParseExampleV2": 1, "AsString": 26, "StringToHashBucketFast": 26}
+
+
+def test_wide_direct_warmup_file_matches_its_signature(tf: ModuleType) -> None:
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    warmup = MODELS / "ctr_wide_direct" / "1" / "assets.extra" / "tf_serving_warmup_requests"
+    serve = tf.saved_model.load(str(MODELS / "ctr_wide_direct" / "1")).signatures["serving_default"]
+    sizes = []
+    for raw in tf.data.TFRecordDataset(str(warmup)).as_numpy_iterator():
+        req = prediction_log_pb2.PredictionLog.FromString(raw).predict_log.request
+        assert req.model_spec.name == "ctr_wide_direct"
+        arrays = {k: tf.make_ndarray(v) for k, v in req.inputs.items()}
+        assert set(arrays) == {"cat_ids", "dense"}
+        assert arrays["cat_ids"].dtype == np.int64 and arrays["dense"].dtype == np.float32
+        n = arrays["cat_ids"].shape[0]
+        assert serve(**{k: tf.constant(v) for k, v in arrays.items()})["probability"].shape == (
+            n,
+            1,
+        )
+        sizes.append(n)
+    assert min(sizes) == 1 and max(sizes) == 32
+    assert not (MODELS / "ctr_wide_strings" / "1" / "assets.extra").exists()
