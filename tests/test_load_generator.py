@@ -109,7 +109,7 @@ def test_server_gone_mid_run_counts_unavailable_and_ends() -> None:
 
 def test_rate_beyond_one_worker_is_flagged_as_generator_behind() -> None:
     with echo_server() as (target, _):
-        result = run_load(target, PAYLOAD, LoadSpec(rate=60_000, duration_s=1.5, warmup_s=0.2,
+        result = run_load(target, PAYLOAD, LoadSpec(rate=400_000, duration_s=1.5, warmup_s=0.2,
                                                     stability_pct=0, workers=1, timeout_s=2))
     assert result.generator_behind, result.summary()
     assert "req/s asks for" in result.generator_note or "after its intended time" in \

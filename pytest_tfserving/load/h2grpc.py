@@ -159,7 +159,10 @@ class H2Connection:
         self.out = bytearray()
         self.inbuf = bytearray()
         self.next_id = 1
-        self.active: dict[int, _Call] = {}  # stream id -> call, in send (= deadline) order
+        self.active: dict[int, _Call] = {}  # stream id -> call
+        # (deadline, stream id) in send order, so in deadline order; finished ones skipped lazily
+        # (the front of a dict that is deleted from is O(n) to find: CPython keeps the holes)
+        self.deadlines: deque[tuple[float, int]] = deque()
         self.queued: deque[_Call] = deque()  # waiting for a stream slot
         self.blocked: deque[tuple[int, memoryview]] = deque()  # DATA waiting for send window
         self.stream_windows: dict[int, int] = {}
@@ -242,6 +245,7 @@ class H2Connection:
         now = time.monotonic()
         calls = list(self.active.values()) + list(self.queued)
         self.active.clear()
+        self.deadlines.clear()
         self.queued.clear()
         self.blocked.clear()
         for call in calls:
@@ -262,6 +266,7 @@ class H2Connection:
         self.next_id += 2
         call.sent = now
         self.active[sid] = call
+        self.deadlines.append((call.deadline, sid))
         body = b"\x00" + _U32.pack(len(call.message)) + call.message
         n = len(self.block)
         out = self.out
@@ -345,12 +350,12 @@ class H2Connection:
 
     def expire(self, now: float) -> None:
         """End calls past their deadline: DEADLINE_EXCEEDED here, RST_STREAM(CANCEL) sent."""
-        while self.active:
-            sid = next(iter(self.active))
-            call = self.active[sid]
-            if call.deadline > now:
-                break
-            del self.active[sid]
+        deadlines = self.deadlines
+        while deadlines and deadlines[0][0] <= now:
+            sid = deadlines.popleft()[1]
+            call = self.active.pop(sid, None)
+            if call is None:
+                continue  # finished in time
             self.out += frame(RST_STREAM, 0, sid, _U32.pack(0x8))
             self.done(call.tag, DEADLINE_EXCEEDED, "Deadline Exceeded", call.sent, now)
         while self.queued and self.queued[0].deadline <= now:
@@ -402,7 +407,11 @@ class H2Connection:
             elif ftype == RST_STREAM:
                 (code,) = _U32.unpack_from(payload)
                 call = self.active.pop(sid, None)
-                if call is not None:
+                if call is None:
+                    pass
+                elif code == 0x8 and now >= call.deadline:  # the server ended it at the deadline
+                    self.done(call.tag, DEADLINE_EXCEEDED, "Deadline Exceeded", call.sent, now)
+                else:
                     self.done(call.tag, _RST_TO_GRPC.get(code, INTERNAL),
                               f"stream reset by the server (HTTP/2 error code {code})",
                               call.sent, now)

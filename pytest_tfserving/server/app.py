@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import sys
 import threading
@@ -112,6 +113,10 @@ def _load(core: object, flags: ServerFlags) -> None:
                 raise _LoadError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
         else:
             log.info("Model warmup is disabled (--enable_model_warmup=false)")
+        # what loading built lives as long as the server: keep the collector from walking it
+        # again (a full collection over a TensorFlow heap is a tail-latency spike of its own)
+        gc.collect()
+        gc.freeze()
         core.state.set(AVAILABLE, version)
         log.info("Successfully loaded servable version %s", sid)
     except _LoadError as exc:
