@@ -146,12 +146,14 @@ def bench_h2load(args: argparse.Namespace) -> dict[str, Any]:
     rows = []
     with bundled(MODELS / "ctr_direct", "ctr_direct") as (endpoint, info):
         payloads = payloads_for(info, "ctr_direct", 1)
-        for rep in range(1 if args.quick else 2):
+        for rep in range(1 if args.quick else 3):
             ours = run_load(endpoint.grpc_address, payloads[:1], LoadSpec(
                 rate=rate, arrival="constant", duration_s=duration, warmup_s=1.0,
                 stability_pct=0, workers=1))
+            # up to 64 streams in flight, so a slow answer does not hold the next send back
+            # (with -m 1 h2load waits for it: a closed loop, blind to the tail it causes)
             theirs = h2load_run(endpoint.grpc_address, payloads[0], rate=rate,
-                                duration=duration)
+                                duration=duration, streams=64)
             rows.append({"rep": rep, "ours_p99_ms": ours.p99_ms, "ours_p50_ms": ours.p50_ms,
                          "ours_p99_from_send_ms": ours.p99_from_send_ms,
                          "ours_send_lag_p99_ms": ours.send_lag_p99_ms,
@@ -236,18 +238,33 @@ def bench_playbook(args: argparse.Namespace) -> dict[str, Any]:
 
 def bench_cv(args: argparse.Namespace) -> dict[str, Any]:
     log("(4) p99 coefficient of variation over 5 reruns, bundled server + ctr_direct")
-    p99s = []
+    # The gate's default SLA load (6 s: 3 windows of 2 s, ~1,800 answers at 300 req/s) and a
+    # longer one. A p99 read from n samples varies by itself: its 95 % CI (order statistics)
+    # gives the CV expected from sampling alone, printed next to the measured one.
+    durations = (6.0,) if args.quick else (6.0, 30.0)
+    out: dict[str, Any] = {"rate": args.rate, "goal": "<= 5 %"}
     with bundled(MODELS / "ctr_direct", "ctr_direct") as (endpoint, info):
         payloads = payloads_for(info, "ctr_direct", 1)
-        for _ in range(5):
-            r = run_load(endpoint.grpc_address, payloads, LoadSpec(
-                rate=args.rate, duration_s=3.0 if args.quick else 6.0, warmup_s=1.0,
-                stability_pct=10, arrival="poisson"))
-            p99s.append(r.p99_ms)
-            log(f"  p99 {r.p99_ms:.2f} ms ({'stable' if r.stable else 'unstable'})")
-    mean = statistics.mean(p99s)
-    cv = statistics.stdev(p99s) / mean if mean else 0.0
-    return {"rate": args.rate, "p99_ms": p99s, "cv": cv, "goal": "<= 5 %"}
+        for duration in durations:
+            p99s, sampling, counts = [], [], []
+            for _ in range(5):
+                r = run_load(endpoint.grpc_address, payloads, LoadSpec(
+                    rate=args.rate, duration_s=duration, warmup_s=1.0, stability_pct=10,
+                    arrival="poisson"))
+                lo, hi = r.stats.p99_ci_ms()
+                p99s.append(r.p99_ms)
+                sampling.append((hi - lo) / (2 * 1.96) / r.p99_ms if r.p99_ms else 0.0)
+                counts.append(r.stats.ok)
+                log(f"  [{duration:g} s] p99 {r.p99_ms:.2f} ms (95 % CI {lo:.2f}-{hi:.2f}, "
+                    f"{r.stats.ok} answers, {'stable' if r.stable else 'unstable'})")
+            mean = statistics.mean(p99s)
+            cv = statistics.stdev(p99s) / mean if mean else 0.0
+            expected = statistics.mean(sampling)
+            log(f"  [{duration:g} s] CV {cv:.1%} (sampling alone would give ~{expected:.1%})")
+            out[f"{duration:g}s"] = {"p99_ms": p99s, "answers": counts, "cv": cv,
+                                     "sampling_cv": expected}
+    out["cv"] = out[f"{durations[-1]:g}s"]["cv"]
+    return out
 
 
 def main() -> int:
