@@ -45,7 +45,8 @@ def serialized_examples(inp: Any) -> np.ndarray[Any, Any]:
     return arr
 
 
-def _string_input(runner: SignatureRunner, method: str) -> str:
+def string_input(runner: SignatureRunner, method: str) -> str:
+    """The signature's single DT_STRING input key, checked against ``method``."""
     if runner.method_name != method:
         raise invalid(f"Expected {method} signature method_name, got: "
                       f"{runner.method_name} (signature '{runner.name}')")
@@ -59,24 +60,27 @@ def _string_input(runner: SignatureRunner, method: str) -> str:
     return key
 
 
-def _prepare(core: Core, request: Any, method: str, servable: Servable | None = None
+def prepare(core: Core, request: Any, method: str, servable: Servable | None = None
              ) -> tuple[Servable, SignatureRunner, str, np.ndarray[Any, Any]]:
+    """Resolve and check the signature; returns the servable, runner, input key and examples."""
     if servable is None:  # warmup passes the servable: TF Serving ignores its model_spec
         servable = core.resolve(request.model_spec)
     runner = core.signature(servable, request.model_spec.signature_name)
-    key = _string_input(runner, method)
+    key = string_input(runner, method)
     examples = serialized_examples(request.input)
     core.metrics.record_examples(core.model_name, len(examples))
     return servable, runner, key, examples
 
 
-def _submit(core: Core, runner: SignatureRunner, key: str, examples: np.ndarray[Any, Any],
+def submit(core: Core, runner: SignatureRunner, key: str, examples: np.ndarray[Any, Any],
             api: str) -> cf.Future[Arrays]:
+    """Run the serialized examples through the batching pipeline; a future of the outputs."""
     return core.submit(runner, {key: examples}, tuple(runner.outputs), api)
 
 
-def _classification(servable: Servable, runner: SignatureRunner, outputs: Arrays,
+def classification(servable: Servable, runner: SignatureRunner, outputs: Arrays,
                     n: int) -> Any:
+    """The ClassificationResponse that TF Serving's classifier.cc builds from ``outputs``."""
     from tensorflow_serving.apis import classification_pb2
 
     response = classification_pb2.ClassificationResponse()
@@ -105,7 +109,8 @@ def _classification(servable: Servable, runner: SignatureRunner, outputs: Arrays
     return response
 
 
-def _regression(servable: Servable, runner: SignatureRunner, outputs: Arrays, n: int) -> Any:
+def regression(servable: Servable, runner: SignatureRunner, outputs: Arrays, n: int) -> Any:
+    """The RegressionResponse that TF Serving's regressor.cc builds from ``outputs``."""
     from tensorflow_serving.apis import regression_pb2
 
     response = regression_pb2.RegressionResponse()
@@ -129,24 +134,24 @@ def _regression(servable: Servable, runner: SignatureRunner, outputs: Arrays, n:
 
 
 async def classify_async(core: Core, request: Any) -> Any:
-    servable, runner, key, ex = _prepare(core, request, CLASSIFY_METHOD)
+    servable, runner, key, ex = prepare(core, request, CLASSIFY_METHOD)
     out = await core.run_async(runner, {key: ex}, tuple(runner.outputs), "Classify")
-    return _classification(servable, runner, out, len(ex))
+    return classification(servable, runner, out, len(ex))
 
 
 def classify_sync(core: Core, request: Any, servable: Servable | None = None) -> Any:
-    servable, runner, key, ex = _prepare(core, request, CLASSIFY_METHOD, servable)
-    return _classification(servable, runner, _submit(core, runner, key, ex, "Classify").result(),
+    servable, runner, key, ex = prepare(core, request, CLASSIFY_METHOD, servable)
+    return classification(servable, runner, submit(core, runner, key, ex, "Classify").result(),
                            len(ex))
 
 
 async def regress_async(core: Core, request: Any) -> Any:
-    servable, runner, key, ex = _prepare(core, request, REGRESS_METHOD)
+    servable, runner, key, ex = prepare(core, request, REGRESS_METHOD)
     out = await core.run_async(runner, {key: ex}, tuple(runner.outputs), "Regress")
-    return _regression(servable, runner, out, len(ex))
+    return regression(servable, runner, out, len(ex))
 
 
 def regress_sync(core: Core, request: Any, servable: Servable | None = None) -> Any:
-    servable, runner, key, ex = _prepare(core, request, REGRESS_METHOD, servable)
-    return _regression(servable, runner, _submit(core, runner, key, ex, "Regress").result(),
+    servable, runner, key, ex = prepare(core, request, REGRESS_METHOD, servable)
+    return regression(servable, runner, submit(core, runner, key, ex, "Regress").result(),
                        len(ex))

@@ -82,7 +82,7 @@ def plan(core: Core, request: Any, servable: Servable | None = None
         if task.method_name not in _API:
             raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
                                f"Unsupported signature method_name: {task.method_name}")
-        key = classify._string_input(runner, task.method_name)
+        key = classify.string_input(runner, task.method_name)
         planned.append(Task(runner, key, task.method_name))
     examples = classify.serialized_examples(request.input)
     core.metrics.record_examples(core.model_name, len(examples))
@@ -97,10 +97,10 @@ def respond(servable: Servable, tasks: list[Task], outputs: list[Arrays], n: int
     for task, out in zip(tasks, outputs, strict=True):
         result = response.results.add()
         if task.method == CLASSIFY_METHOD:
-            one = classify._classification(servable, task.runner, out, n)
+            one = classify.classification(servable, task.runner, out, n)
             result.classification_result.CopyFrom(one.result)
         else:
-            one = classify._regression(servable, task.runner, out, n)
+            one = classify.regression(servable, task.runner, out, n)
             result.regression_result.CopyFrom(one.result)
         result.model_spec.CopyFrom(one.model_spec)
     return response

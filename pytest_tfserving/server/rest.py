@@ -319,13 +319,13 @@ class RestApi:
         fill_examples_request(data, request, verb)
         method = CLASSIFY_METHOD if verb == "classify" else REGRESS_METHOD
         api = verb.capitalize()
-        servable, runner, key, examples = classify._prepare(self.core, request, method)
-        outputs = classify._submit(self.core, runner, key, examples, api).result(self.timeout_s)
+        servable, runner, key, examples = classify.prepare(self.core, request, method)
+        outputs = classify.submit(self.core, runner, key, examples, api).result(self.timeout_s)
         if verb == "classify":
             return classification_json(
-                classify._classification(servable, runner, outputs, len(examples)).result)
+                classify.classification(servable, runner, outputs, len(examples)).result)
         return regression_json(
-            classify._regression(servable, runner, outputs, len(examples)).result)
+            classify.regression(servable, runner, outputs, len(examples)).result)
 
 
 def _code(value: int) -> Any:
