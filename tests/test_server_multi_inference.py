@@ -208,3 +208,62 @@ def test_example_count_recorded_once_no_request_count(server: ServerProcess) -> 
     # TF Serving's MultiInference handler records no request_count
     assert sum(metric_samples(after_text, ":tensorflow:serving:request_count").values()) == \
         before_req
+
+
+# --- warmup replay of multi_inference_log records ----------------------------------------
+
+def warmup_model(digits: Path, tmp_path: Path, requests: list[Any]) -> Path:
+    """A copy of digits whose warmup file holds one PredictionLog per request.
+
+    A request is a MultiInferenceRequest (multi_inference_log) or None (an empty PredictionLog).
+    """
+    import shutil
+
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    from pytest_tfserving.model import WARMUP_RELATIVE_PATH
+    from pytest_tfserving.tfrecord import write_records
+
+    base = tmp_path / "digits"
+    shutil.copytree(digits, base)
+    logs = []
+    for req in requests:
+        log = prediction_log_pb2.PredictionLog()
+        if req is not None:
+            log.multi_inference_log.request.CopyFrom(req)
+        logs.append(log.SerializeToString())
+    path = base / "1" / WARMUP_RELATIVE_PATH
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_records(path, logs)
+    return base
+
+
+def test_warmup_replays_multi_inference_records(digits: Path, tmp_path: Path) -> None:
+    both = request(pixels(3, 10), ("digits", "classify", CLASSIFY), ("digits", "regress", REGRESS))
+    # the warmup replays against the version being loaded: as in TF Serving, the task's model
+    # name must only be set and the same across tasks, not be the served model's
+    other_name = request(pixels(2, 11), ("anything", "regress", REGRESS))
+    base = warmup_model(digits, tmp_path, [both, other_name, None])
+    with ServerProcess(base, "--num_request_iterations_for_warmup=2", model_name="digits",
+                       rest=False) as srv:
+        st = srv.wait_available()
+        assert st.state == 30  # AVAILABLE
+        log = srv.log()
+        assert "Finished reading warmup data for model at " in log
+        assert ". Number of warmup records read: 3. Elapsed time (microseconds): " in log
+        resp = stub(srv).MultiInference(both, timeout=20)
+        assert [r.model_spec.signature_name for r in resp.results] == ["classify", "regress"]
+
+
+def test_warmup_multi_inference_with_bad_task_fails_the_load(digits: Path,
+                                                              tmp_path: Path) -> None:
+    good = request(pixels(2, 12), ("digits", "classify", CLASSIFY))
+    bad = request(pixels(2, 13), ("digits", "classify", CLASSIFY), ("digits", "nope", REGRESS))
+    base = warmup_model(digits, tmp_path, [good, bad])
+    with ServerProcess(base, model_name="digits", rest=False) as srv:
+        st = srv.wait_state("END")
+        assert st.state == 50  # END
+        message = st.status.error_message
+        assert "Warmup record 1 (multi_inference_log)" in message
+        assert "INVALID_ARGUMENT: Requested signature not found in model graph: nope" in message
+        assert "Number of warmup records read" not in srv.log()

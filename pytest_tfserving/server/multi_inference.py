@@ -18,6 +18,10 @@ TF Serving runs the union of the tasks' tensors in one Session.Run; a TF2 SavedM
 function per signature, so here each signature runs once on the shared examples (concurrently,
 through the same pipeline as Classify/Regress, batching included). TF Serving records no
 request count or latency for MultiInference, only the example count, and neither does this.
+
+The warmup replays ``multi_inference_log`` records (saved_model_warmup.cc runs them through
+RunMultiInference) with ``multi_inference_sync``: the same checks and responses, against the
+version being loaded, so a task's model name must be set and consistent but is not looked up.
 """
 
 from __future__ import annotations
@@ -113,3 +117,13 @@ async def multi_inference_async(core: Core, request: Any) -> Any:
         for t in tasks))
     return respond(servable, tasks, list(outputs), len(examples))
 
+
+def multi_inference_sync(core: Core, request: Any, servable: Servable | None = None) -> Any:
+    """MultiInference from a plain thread (warmup replay): every task submitted, then awaited.
+
+    ``servable`` pins the version being loaded, as the warmup replay needs.
+    """
+    servable, tasks, examples = plan(core, request, servable)
+    futures = [classify.submit(core, t.runner, t.input_key, examples, _API[t.method])
+               for t in tasks]
+    return respond(servable, tasks, [f.result() for f in futures], len(examples))

@@ -1,9 +1,10 @@
 """Warmup replay at load, as TF Serving's saved_model_warmup_util.cc does it.
 
 ``<version_dir>/assets.extra/tf_serving_warmup_requests`` is a TFRecord file of
-``PredictionLog``. Each predict / classify / regress record is replayed
+``PredictionLog``. Each predict / classify / regress / multi_inference record is replayed
 ``num_request_iterations_for_warmup`` times through the live request path (batching included);
-any other kind, a failing record or more than 1000 records fails the load. On success the log
+a record with no log type set is counted and skipped, as TF Serving does; ``session_run_log``
+(UNIMPLEMENTED), a failing record or more than 1000 records fails the load. On success the log
 line is TF Serving's: ``Finished reading warmup data for model at <path>. Number of warmup
 records read: N. Elapsed time (microseconds): T.``
 """
@@ -18,7 +19,7 @@ import grpc
 
 from pytest_tfserving.errors import ConfigError
 from pytest_tfserving.model import WARMUP_RELATIVE_PATH
-from pytest_tfserving.server import classify
+from pytest_tfserving.server import classify, multi_inference
 from pytest_tfserving.server.core import Core
 from pytest_tfserving.server.logs import get_logger
 from pytest_tfserving.server.servable import Servable
@@ -47,6 +48,11 @@ def _replay_one(core: Core, servable: Servable, log: object, kind: str | None) -
         classify.classify_sync(core, log.classify_log.request, servable)  # type: ignore[attr-defined]
     elif kind == "regress_log":
         classify.regress_sync(core, log.regress_log.request, servable)  # type: ignore[attr-defined]
+    elif kind == "multi_inference_log":
+        multi_inference.multi_inference_sync(
+            core, log.multi_inference_log.request, servable)  # type: ignore[attr-defined]
+    elif kind is None:
+        return  # no log_type set: TF Serving runs nothing for it and counts the record
     else:
         raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
                            f"Unsupported log_type for warmup: {kind}")
