@@ -1,6 +1,6 @@
 """The load generator measured against references, ratios only, all in one run.
 
-    python benchmarks/bench_load.py [--quick] [--only h2load,maxrate,playbook,cv] [--json PATH]
+    python benchmarks/bench_load.py [--quick] [--only h2load,maxrate,cv] [--json PATH]
 
 (1) h2load: our p99 vs h2load's at the same fixed rate on the same server (the null HTTP/2
     server, and the bundled server with ctr_direct and batch-1 warmup requests; see
@@ -13,9 +13,8 @@
     saturated req/s on the same server, on two servers: the null HTTP/2 server
     (``h2_null_server.py``: the client's own limit) and the grpc.aio echo server (a real gRPC
     stack: the server's limit). Goals: >= 5,000 req/s and >= 50 % of h2load's.
-(3) playbook: ctr_strings (tf.Example + AsString + string hashing) vs ctr_direct (direct tensors)
-    on the bundled server with the playbook's batching: p99 at one fixed rate, and max open-loop
-    rate with p99 <= target (binary search). Goals: p99 ratio >= 3x, QPS ratio >= 4x.
+(3) playbook: moved to ``bench_playbook.py`` (ctr_strings vs ctr_direct and the Criteo-shaped
+    wide pair).
 (4) cv: coefficient of variation of the p99 over 5 reruns of the same SLA load. Goal: <= 5 %.
 
 Figures depend on the machine: run it on a quiet one (2 cores here are shared by the generator
@@ -47,11 +46,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from pytest_tfserving.deadline import Deadline  # noqa: E402
 from pytest_tfserving.load.generator import (  # noqa: E402
     LAG_LIMIT_MS,
-    LoadResult,
     LoadSpec,
     run_load,
 )
-from pytest_tfserving.load.search import max_qps  # noqa: E402
 from pytest_tfserving.model import inspect_model  # noqa: E402
 from pytest_tfserving.serving.base import ServeConfig  # noqa: E402
 from pytest_tfserving.settings import PLAYBOOK_BATCHING  # noqa: E402
@@ -237,35 +234,6 @@ def bench_maxrate(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def bench_playbook(args: argparse.Namespace) -> dict[str, Any]:
-    log("(3) playbook case: ctr_strings vs ctr_direct, bundled server, playbook batching")
-    out: dict[str, Any] = {"rate": args.playbook_rate, "p99_target_ms": args.p99_target,
-                           "batch_size": args.batch_size}
-    for name in ("ctr_direct", "ctr_strings"):
-        with bundled(MODELS / name, name) as (endpoint, info):
-            payloads = payloads_for(info, name, args.batch_size)
-
-            def run(rate: float, endpoint: Any = endpoint, payloads: list[bytes] = payloads,
-                    name: str = name) -> LoadResult:
-                return run_load(endpoint.grpc_address, payloads, LoadSpec(
-                    rate=rate, duration_s=2.0, warmup_s=0.5, stability_pct=0,
-                    arrival="poisson", timeout_s=2), metrics_url=endpoint.metrics_url,
-                    model_name=name)
-
-            fixed = run(args.playbook_rate)
-            found = max_qps(run, args.p99_target, lo=25, hi=8000, precision=0.1)
-            out[name] = {"p99_ms_at_rate": fixed.p99_ms, "qps_at_rate": fixed.qps,
-                         "mean_batch_size": fixed.mean_batch_size,
-                         "max_qps": found.rate, "trials": [t.as_dict() for t in found.trials]}
-            log(f"  {name}: p99 {fixed.p99_ms:.2f} ms at {args.playbook_rate} req/s "
-                f"(mean batch {fixed.mean_batch_size:.1f}); {found.summary()}")
-    d, s = out["ctr_direct"], out["ctr_strings"]
-    out["p99_ratio"] = s["p99_ms_at_rate"] / d["p99_ms_at_rate"] if d["p99_ms_at_rate"] else None
-    out["qps_ratio"] = d["max_qps"] / s["max_qps"] if s["max_qps"] else None
-    out["goal"] = "p99 ratio >= 3x, QPS ratio >= 4x"
-    return out
-
-
 def bench_cv(args: argparse.Namespace) -> dict[str, Any]:
     log("(4) p99 coefficient of variation over 5 reruns, bundled server + ctr_direct")
     # The gate's default SLA load (6 s: 3 windows of 2 s, ~1,800 answers at 300 req/s) and a
@@ -300,16 +268,11 @@ def bench_cv(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="shorter runs, one repetition")
-    parser.add_argument("--only", default="h2load,maxrate,playbook,cv")
+    parser.add_argument("--only", default="h2load,maxrate,cv")
     parser.add_argument("--rate", type=float, default=300.0, help="fixed rate for (1) and (4)")
-    parser.add_argument("--playbook-rate", type=float, default=200.0)
-    parser.add_argument("--p99-target", type=float, default=20.0)
-    parser.add_argument("--batch-size", type=int, default=8,
-                        help="examples per request in (3): string parsing scales with them")
     parser.add_argument("--json", type=Path, default=ROOT / "reports" / "bench_load.json")
     args = parser.parse_args()
-    benches = {"h2load": bench_h2load, "maxrate": bench_maxrate, "playbook": bench_playbook,
-               "cv": bench_cv}
+    benches = {"h2load": bench_h2load, "maxrate": bench_maxrate, "cv": bench_cv}
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count()}, "started": time.time()}
     for name in args.only.split(","):
         results[name] = benches[name.strip()](args)
