@@ -212,19 +212,25 @@ def bench_maxrate(args: argparse.Namespace) -> dict[str, Any]:
                 f"{theirs['req_per_s']:.0f} req/s")
             best, trials = 0.0, []
             for rate in (1000, 2000, 3000, 4000, 5000, 6000, 8000, 10000, 12500, 15000, 17500,
-                         20000, 25000, 30000, 40000):
-                r = run_load(target, [b""], LoadSpec(rate=rate, arrival="constant",
-                                                     duration_s=duration, warmup_s=0.5,
-                                                     stability_pct=0, workers=1, timeout_s=2))
-                held = (not r.rate_not_offered and r.send_lag_p99_ms <= LAG_LIMIT_MS
-                        and r.qps >= 0.95 * r.offered_qps)
-                trials.append({"rate": rate, "sent_share": round(r.sent_share, 3),
-                               "qps": round(r.qps, 1),
-                               "send_lag_p99_ms": round(r.send_lag_p99_ms, 2),
-                               "p99_ms": round(r.p99_ms, 2), "held": held})
-                log(f"  [{label}] ours at {rate}: sent {r.sent_share:.0%}, answered "
-                    f"{r.qps:.0f}/s, send lag p99 {r.send_lag_p99_ms:.1f} ms, p99 "
-                    f"{r.p99_ms:.1f} ms -> {'held' if held else 'not held'}")
+                         20000, 25000, 30000, 40000, 50000, 60000, 80000, 100000, 120000,
+                         140000, 160000):
+                held = False
+                for attempt in range(2):  # a step fails only when a second try fails too
+                    r = run_load(target, [b""], LoadSpec(rate=rate, arrival="constant",
+                                                         duration_s=duration, warmup_s=0.5,
+                                                         stability_pct=0, workers=1,
+                                                         timeout_s=2))
+                    held = (not r.rate_not_offered and r.send_lag_p99_ms <= LAG_LIMIT_MS
+                            and r.qps >= 0.95 * r.offered_qps)
+                    trials.append({"rate": rate, "attempt": attempt,
+                                   "sent_share": round(r.sent_share, 3), "qps": round(r.qps, 1),
+                                   "send_lag_p99_ms": round(r.send_lag_p99_ms, 2),
+                                   "p99_ms": round(r.p99_ms, 2), "held": held})
+                    log(f"  [{label}] ours at {rate}: sent {r.sent_share:.0%}, answered "
+                        f"{r.qps:.0f}/s, send lag p99 {r.send_lag_p99_ms:.1f} ms, p99 "
+                        f"{r.p99_ms:.1f} ms -> {'held' if held else 'not held'}")
+                    if held:
+                        break
                 if not held:
                     break
                 best = rate

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import select
+import socket
 import tempfile
 import threading
 import time
@@ -18,6 +19,7 @@ import grpc
 import pytest
 
 from pytest_tfserving.load.h2grpc import H2Connection, Target
+from pytest_tfserving.ports import free_port
 
 METHOD = "/tensorflow.serving.PredictionService/Predict"
 Handler = Callable[[bytes, Any], bytes]
@@ -157,9 +159,24 @@ def test_a_target_that_is_not_host_port_is_named(target: str) -> None:
 
 
 def test_refused_connection_names_the_target() -> None:
-    from pytest_tfserving.ports import free_port
-
     port = free_port()
     conn = H2Connection(Target.parse(f"127.0.0.1:{port}"), METHOD, 1.0, lambda *a: None)
     with pytest.raises(ConnectionError, match=rf"127\.0\.0\.1:{port}"):
         conn.connect(1.0)
+
+
+def test_every_resolved_address_is_tried() -> None:
+    """``localhost`` may resolve to ::1 first; a server on 127.0.0.1 only must still be found."""
+    with grpc_server(lambda request, context: b"") as target:
+        port = target.rsplit(":", 1)[1]
+        parsed = Target.parse(f"localhost:{port}")
+        refused = (socket.AF_INET, ("127.0.0.1", free_port()))
+        tried_first = Target((refused, *parsed.addresses), parsed.authority)
+        conn = H2Connection(tried_first, METHOD, 2.0, lambda *a: None)
+        conn.connect(2.0)
+        conn.close()
+
+
+def test_a_name_that_does_not_resolve_is_named() -> None:
+    with pytest.raises(ValueError, match="no-such-host.invalid does not resolve"):
+        Target.parse("no-such-host.invalid:8500")

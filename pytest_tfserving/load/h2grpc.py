@@ -105,10 +105,13 @@ def request_header_block(authority: str, path: str, timeout_s: float,
 
 @dataclass(frozen=True)
 class Target:
-    """Where to connect: ``host:port``, ``[v6]:port``, ``dns:///host:port``, ``unix:/path``."""
+    """Where to connect: ``host:port``, ``[v6]:port``, ``dns:///host:port``, ``unix:/path``.
 
-    family: int
-    address: Any
+    ``addresses`` holds every address the name resolves to, tried in order (``localhost`` may
+    resolve to ::1 first while the server listens on 127.0.0.1 only).
+    """
+
+    addresses: tuple[tuple[int, Any], ...]  # (address family, socket address)
     authority: str
 
     @classmethod
@@ -117,7 +120,7 @@ class Target:
         if text.startswith("unix:"):
             path = text[len("unix:"):]
             path = path[2:] if path.startswith("//") else path
-            return cls(socket.AF_UNIX, path, "localhost")
+            return cls(((socket.AF_UNIX, path),), "localhost")
         for scheme in ("dns:///", "ipv4:", "ipv6:"):
             if text.startswith(scheme):
                 text = text[len(scheme):]
@@ -125,11 +128,28 @@ class Target:
         if not sep or not port.isdigit() or not host:
             raise ValueError(f"gRPC target {target!r} is not host:port (e.g. 127.0.0.1:8500)")
         host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
-        if not infos:
-            raise ValueError(f"gRPC target {target!r}: {host} does not resolve")
-        family, _, _, _, sockaddr = infos[0]
-        return cls(family, sockaddr, text)
+        try:
+            infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise ValueError(f"gRPC target {target!r}: {host} does not resolve ({exc})") from None
+        return cls(tuple((family, sockaddr) for family, _, _, _, sockaddr in infos), text)
+
+    def dial(self, timeout_s: float) -> socket.socket:
+        """A connected socket to the first address that accepts; OSError naming each failure."""
+        failures = []
+        for family, address in self.addresses:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(timeout_s)
+                sock.connect(address)
+            except OSError as exc:
+                sock.close()
+                failures.append(f"{address}: {exc}")
+                continue
+            if family != socket.AF_UNIX:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return sock
+        raise OSError("; ".join(failures) or "no address")
 
 
 class _Call:
@@ -184,12 +204,12 @@ class H2Connection:
 
     def connect(self, timeout_s: float) -> None:
         """Open the socket and exchange SETTINGS; raises ``ConnectionError`` naming the target."""
-        sock = socket.socket(self.target.family, socket.SOCK_STREAM)
         try:
-            sock.settimeout(timeout_s)
-            sock.connect(self.target.address)
-            if self.target.family != socket.AF_UNIX:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock = self.target.dial(timeout_s)
+        except OSError as exc:
+            raise ConnectionError(f"cannot open an HTTP/2 connection to "
+                                  f"{self.target.authority}: {exc}") from exc
+        try:
             settings = b"".join(struct.pack(">HI", key, value) for key, value in (
                 (SETTING_HEADER_TABLE_SIZE, 0), (SETTING_ENABLE_PUSH, 0),
                 (SETTING_INITIAL_WINDOW_SIZE, MAX_WINDOW)))
