@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,6 +49,14 @@ def ctr_strings(models_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def digits(models_dir: Path) -> Path:
     return models_dir / "digits"
+
+
+@pytest.fixture(scope="session")
+def digits_fns(digits: Path) -> Any:
+    """The digits model's signatures, loaded in this process (the reference for served answers)."""
+    import tensorflow as tf
+
+    return tf.saved_model.load(str(digits / "1")).signatures
 
 
 @pytest.fixture(scope="session")

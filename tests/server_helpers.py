@@ -59,6 +59,12 @@ class ServerProcess:
             self._channel = grpc.insecure_channel(self.address)
         return self._channel
 
+    def stub(self) -> Any:
+        """A PredictionService stub on this server's channel."""
+        from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+        return prediction_service_pb2_grpc.PredictionServiceStub(self.channel())
+
     def status(self) -> Any:
         """The first ModelVersionStatus, or None while gRPC does not answer."""
         import grpc

@@ -38,19 +38,6 @@ def server(digits: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
         yield srv
 
 
-@pytest.fixture(scope="module")
-def digits_fns(digits: Path) -> Any:
-    import tensorflow as tf
-
-    return tf.saved_model.load(str(digits / "1")).signatures
-
-
-def stub(srv: ServerProcess) -> Any:
-    from tensorflow_serving.apis import prediction_service_pb2_grpc
-
-    return prediction_service_pb2_grpc.PredictionServiceStub(srv.channel())
-
-
 def metrics(srv: ServerProcess) -> str:
     import urllib.request
 
@@ -66,7 +53,7 @@ def pixels(n: int, seed: int) -> np.ndarray[Any, Any]:
 def test_concurrent_requests_form_batches(server: ServerProcess, digits_fns: Any) -> None:
     before = metric_samples(metrics(server), PROCESSED + "_count").get("{}", 0.0)
     rows = pixels(12, seed=1)
-    futures = [stub(server).Predict.future(predict_request("digits", {"pixels": rows[i:i + 1]}),
+    futures = [server.stub().Predict.future(predict_request("digits", {"pixels": rows[i:i + 1]}),
                                            timeout=20) for i in range(12)]
     got = np.concatenate([to_numpy(f.result().outputs["probabilities"]) for f in futures])
     want = digits_fns["serving_default"](pixels=rows)["probabilities"].numpy()
@@ -83,7 +70,7 @@ def test_concurrent_requests_form_batches(server: ServerProcess, digits_fns: Any
 def test_padding_to_allowed_size_slices_results_back(server: ServerProcess,
                                                      digits_fns: Any) -> None:
     rows = pixels(3, seed=2)
-    resp = stub(server).Predict(predict_request("digits", {"pixels": rows}), timeout=20)
+    resp = server.stub().Predict(predict_request("digits", {"pixels": rows}), timeout=20)
     got = to_numpy(resp.outputs["probabilities"])
     assert got.shape == (3, 10)
     want = digits_fns["serving_default"](pixels=rows)["probabilities"].numpy()
@@ -95,7 +82,7 @@ def test_padding_to_allowed_size_slices_results_back(server: ServerProcess,
 
 def test_task_larger_than_max_batch_size(server: ServerProcess) -> None:
     with pytest.raises(grpc.RpcError) as info:
-        stub(server).Predict(predict_request("digits", {"pixels": pixels(9, 3)}), timeout=20)
+        server.stub().Predict(predict_request("digits", {"pixels": pixels(9, 3)}), timeout=20)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert info.value.details() == "Task size 9 is larger than maximum input batch size 8"
 
@@ -116,7 +103,7 @@ def test_classify_and_regress_through_batching(server: ServerProcess, digits_fns
     creq = classification_pb2.ClassificationRequest()
     creq.model_spec.name, creq.model_spec.signature_name = "digits", "classify"
     creq.input.example_list.examples.extend(_examples(rows))
-    cresp = stub(server).Classify(creq, timeout=20)
+    cresp = server.stub().Classify(creq, timeout=20)
     want = digits_fns["classify"](inputs=np.array(serialized, dtype=object))
     assert len(cresp.result.classifications) == 3
     first = cresp.result.classifications[0].classes
@@ -126,7 +113,7 @@ def test_classify_and_regress_through_batching(server: ServerProcess, digits_fns
     rreq = regression_pb2.RegressionRequest()
     rreq.model_spec.name, rreq.model_spec.signature_name = "digits", "regress"
     rreq.input.example_list.examples.extend(_examples(rows))
-    rresp = stub(server).Regress(rreq, timeout=20)
+    rresp = server.stub().Regress(rreq, timeout=20)
     wantr = digits_fns["regress"](inputs=np.array(serialized, dtype=object))["outputs"].numpy()
     np.testing.assert_allclose([r.value for r in rresp.result.regressions], wantr, rtol=1e-6)
 
@@ -139,10 +126,10 @@ def test_queue_full_is_unavailable(ctr_direct: Path, tmp_path: Path) -> None:
                        f"--batching_parameters_file={tmp_path / 'b.txt'}", rest=False,
                        model_name="ctr") as srv:
         srv.wait_available()
-        first = stub(srv).Predict.future(predict_request("ctr", ctr_inputs(1)), timeout=20)
+        first = srv.stub().Predict.future(predict_request("ctr", ctr_inputs(1)), timeout=20)
         time.sleep(0.5)  # the first task now waits in the open batch (3 s timeout)
         with pytest.raises(grpc.RpcError) as info:
-            stub(srv).Predict(predict_request("ctr", ctr_inputs(2)), timeout=20)
+            srv.stub().Predict(predict_request("ctr", ctr_inputs(2)), timeout=20)
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
         assert info.value.details() == (
             "The batch scheduling queue to which this task was submitted is full; currently 1 "

@@ -27,19 +27,6 @@ def server(digits: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
         yield srv
 
 
-@pytest.fixture(scope="module")
-def digits_fns(digits: Path) -> Any:
-    import tensorflow as tf
-
-    return tf.saved_model.load(str(digits / "1")).signatures
-
-
-def stub(srv: ServerProcess) -> Any:
-    from tensorflow_serving.apis import prediction_service_pb2_grpc
-
-    return prediction_service_pb2_grpc.PredictionServiceStub(srv.channel())
-
-
 def pixels(n: int, seed: int) -> np.ndarray[Any, Any]:
     return np.random.default_rng(seed).random((n, 64), dtype=np.float32)
 
@@ -73,7 +60,7 @@ def serialized(rows: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
 
 def error(srv: ServerProcess, req: Any) -> tuple[grpc.StatusCode, str]:
     with pytest.raises(grpc.RpcError) as info:
-        stub(srv).MultiInference(req, timeout=20)
+        srv.stub().MultiInference(req, timeout=20)
     return info.value.code(), info.value.details()
 
 
@@ -82,7 +69,7 @@ def test_classify_and_regress_in_request_order(server: ServerProcess, digits_fns
     want_c = digits_fns["classify"](inputs=serialized(rows))
     want_r = digits_fns["regress"](inputs=serialized(rows))["outputs"].numpy()
     # regress first: the results follow the tasks' order, not a fixed classify-then-regress one
-    resp = stub(server).MultiInference(
+    resp = server.stub().MultiInference(
         request(rows, ("digits", "regress", REGRESS), ("digits", "classify", CLASSIFY)),
         timeout=20)
     assert [r.WhichOneof("result") for r in resp.results] == ["regression_result",
@@ -108,7 +95,7 @@ def test_same_results_as_separate_classify_and_regress(server: ServerProcess) ->
     from tensorflow_serving.apis import classification_pb2, regression_pb2
 
     rows = pixels(3, seed=2)
-    multi = stub(server).MultiInference(
+    multi = server.stub().MultiInference(
         request(rows, ("digits", "classify", CLASSIFY), ("digits", "regress", REGRESS)),
         timeout=20)
     creq = classification_pb2.ClassificationRequest()
@@ -117,8 +104,8 @@ def test_same_results_as_separate_classify_and_regress(server: ServerProcess) ->
     rreq = regression_pb2.RegressionRequest()
     rreq.model_spec.name, rreq.model_spec.signature_name = "digits", "regress"
     rreq.input.example_list.examples.extend(example(r) for r in rows)
-    assert multi.results[0].classification_result == stub(server).Classify(creq, timeout=20).result
-    assert multi.results[1].regression_result == stub(server).Regress(rreq, timeout=20).result
+    assert multi.results[0].classification_result == server.stub().Classify(creq, timeout=20).result
+    assert multi.results[1].regression_result == server.stub().Regress(rreq, timeout=20).result
 
 
 def test_single_task_and_example_list_with_context(server: ServerProcess,
@@ -130,7 +117,7 @@ def test_single_task_and_example_list_with_context(server: ServerProcess,
     ctx = req.input.example_list_with_context
     ctx.context.CopyFrom(example(row[0]))
     ctx.examples.extend(tf.train.Example() for _ in range(4))  # every feature from the context
-    resp = stub(server).MultiInference(req, timeout=20)
+    resp = server.stub().MultiInference(req, timeout=20)
     assert len(resp.results) == 1
     values = [r.value for r in resp.results[0].regression_result.regressions]
     want = digits_fns["regress"](inputs=serialized(row))["outputs"].numpy()[0]
@@ -140,7 +127,7 @@ def test_single_task_and_example_list_with_context(server: ServerProcess,
 def test_version_pinned_in_first_task(server: ServerProcess) -> None:
     req = request(pixels(2, 4), ("digits", "classify", CLASSIFY))
     req.tasks[0].model_spec.version.value = 1
-    assert stub(server).MultiInference(req, timeout=20).results[0].model_spec.version.value == 1
+    assert server.stub().MultiInference(req, timeout=20).results[0].model_spec.version.value == 1
     req.tasks[0].model_spec.version.value = 9
     code, msg = error(server, req)
     assert code == grpc.StatusCode.NOT_FOUND and msg == \
@@ -185,7 +172,7 @@ def test_errors_as_tf_serving_gives_them(server: ServerProcess) -> None:
     assert code == grpc.StatusCode.NOT_FOUND and msg == \
         "Servable not found for request: Latest(other)"
     # and the server still answers after all of that
-    ok = stub(server).MultiInference(request(rows, ("digits", "classify", CLASSIFY)), timeout=20)
+    ok = server.stub().MultiInference(request(rows, ("digits", "classify", CLASSIFY)), timeout=20)
     assert len(ok.results[0].classification_result.classifications) == 2
 
 
@@ -199,7 +186,7 @@ def test_example_count_recorded_once_no_request_count(server: ServerProcess) -> 
     before_text = page()
     before = metric_samples(before_text, total).get('{model="digits"}', 0.0)
     before_req = sum(metric_samples(before_text, ":tensorflow:serving:request_count").values())
-    stub(server).MultiInference(
+    server.stub().MultiInference(
         request(pixels(7, 6), ("digits", "classify", CLASSIFY), ("digits", "regress", REGRESS)),
         timeout=20)
     after_text = page()
@@ -251,7 +238,7 @@ def test_warmup_replays_multi_inference_records(digits: Path, tmp_path: Path) ->
         log = srv.log()
         assert "Finished reading warmup data for model at " in log
         assert ". Number of warmup records read: 3. Elapsed time (microseconds): " in log
-        resp = stub(srv).MultiInference(both, timeout=20)
+        resp = srv.stub().MultiInference(both, timeout=20)
         assert [r.model_spec.signature_name for r in resp.results] == ["classify", "regress"]
 
 

@@ -39,18 +39,12 @@ def in_process(ctr_direct: Path) -> Any:
     return tf.saved_model.load(str(ctr_direct / "1")).signatures["serving_default"]
 
 
-def stub(srv: ServerProcess) -> Any:
-    from tensorflow_serving.apis import prediction_service_pb2_grpc
-
-    return prediction_service_pb2_grpc.PredictionServiceStub(srv.channel())
-
-
 def test_predictions_equal_in_process_call(server: ServerProcess, in_process: Any) -> None:
     from pytest_tfserving.tensors import to_numpy
 
     for n in (1, 7, 32):
         inputs = ctr_inputs(n, seed=n)
-        resp = stub(server).Predict(predict_request("ctr", inputs), timeout=10)
+        resp = server.stub().Predict(predict_request("ctr", inputs), timeout=10)
         assert resp.model_spec.name == "ctr" and resp.model_spec.version.value == 1
         assert resp.model_spec.signature_name == "serving_default"
         want = in_process(**inputs)["probability"].numpy()
@@ -69,7 +63,7 @@ def test_warmup_log_line_counts_records(server: ServerProcess, ctr_direct: Path)
 
 def _code(srv: ServerProcess, req: Any) -> tuple[grpc.StatusCode, str]:
     with pytest.raises(grpc.RpcError) as info:
-        stub(srv).Predict(req, timeout=10)
+        srv.stub().Predict(req, timeout=10)
     return info.value.code(), info.value.details()
 
 
@@ -113,18 +107,18 @@ def test_bad_requests_get_tf_serving_codes(server: ServerProcess) -> None:
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert "output tensor alias not found in signature: nope" in msg
     # the server still serves after all of that
-    assert stub(server).Predict(predict_request("ctr", good), timeout=10).outputs
+    assert server.stub().Predict(predict_request("ctr", good), timeout=10).outputs
 
 
 def test_output_filter_and_metadata(server: ServerProcess) -> None:
     from tensorflow_serving.apis import get_model_metadata_pb2
 
-    resp = stub(server).Predict(predict_request("ctr", ctr_inputs(3),
+    resp = server.stub().Predict(predict_request("ctr", ctr_inputs(3),
                                                 output_filter=("probability",)), timeout=10)
     assert list(resp.outputs) == ["probability"]
     req = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
     req.model_spec.name = "ctr"
-    meta = stub(server).GetModelMetadata(req, timeout=10)
+    meta = server.stub().GetModelMetadata(req, timeout=10)
     sig_map = get_model_metadata_pb2.SignatureDefMap()
     assert meta.metadata["signature_def"].Unpack(sig_map)
     sd = sig_map.signature_def["serving_default"]
@@ -166,11 +160,11 @@ def test_rest_status_predict_and_errors(server: ServerProcess, in_process: Any) 
 
 
 def test_prometheus_metrics_with_tf_serving_names(server: ServerProcess) -> None:
-    stub(server).Predict(predict_request("ctr", ctr_inputs(1)), timeout=10)
+    server.stub().Predict(predict_request("ctr", ctr_inputs(1)), timeout=10)
     bad = ctr_inputs(1)
     del bad["dense"]  # counted under status INVALID_ARGUMENT, whatever ran before on this server
     with pytest.raises(grpc.RpcError):
-        stub(server).Predict(predict_request("ctr", bad), timeout=10)
+        server.stub().Predict(predict_request("ctr", bad), timeout=10)
     _, text = _get(f"{server.rest_url}/monitoring/prometheus/metrics")
     assert "# TYPE :tensorflow:serving:request_count counter" in text
     counts = metric_samples(text, ":tensorflow:serving:request_count")

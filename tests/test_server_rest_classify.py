@@ -25,13 +25,6 @@ def server(digits: Path) -> Iterator[ServerProcess]:
         yield srv
 
 
-@pytest.fixture(scope="module")
-def digits_fns(digits: Path) -> Any:
-    import tensorflow as tf
-
-    return tf.saved_model.load(str(digits / "1")).signatures
-
-
 def post(srv: ServerProcess, path: str, body: Any) -> tuple[int, Any, str]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     req = urllib.request.Request(f"{srv.rest_url}{path}", data=data)
