@@ -35,7 +35,7 @@ from pytest_tfserving.load.stats import (
 from pytest_tfserving.load.worker import PREDICT_METHOD, write_payloads
 
 # Above this rate the load is split over several worker processes (at most one per core). One
-# worker held 40,000 req/s against a null server on a 2-core machine (benchmarks/bench_load.py);
+# worker held 80,000-120,000 req/s against a null server on a 2-core machine (bench_load.py);
 # a real server shares the cores and real requests are larger, hence the margin.
 PER_WORKER_RATE = 10000.0
 CLOSED_PER_WORKER = 64
