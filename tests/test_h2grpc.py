@@ -125,7 +125,7 @@ def test_server_stream_limit_queues_calls_instead_of_failing_them() -> None:
         results = call_all(target, [b""] * 10,
                            watch=lambda c: limits.append(len(c.active)))
         elapsed = time.monotonic() - t0
-    assert [code for code, _, _ in results] == [0] * 10
+    assert [code for code, _, _ in results] == [0] * 10, results
     assert peak <= 2 and max(limits) <= 2
     assert elapsed >= 5 * 0.05 * 0.9  # ten 50 ms calls two at a time
 
@@ -180,3 +180,94 @@ def test_every_resolved_address_is_tried() -> None:
 def test_a_name_that_does_not_resolve_is_named() -> None:
     with pytest.raises(ValueError, match="no-such-host.invalid does not resolve"):
         Target.parse("no-such-host.invalid:8500")
+
+
+class GoawayServer:
+    """A raw HTTP/2 gRPC server: its first connection allows one stream at a time and, after the
+    first call, answers it, sends GOAWAY (last stream = that call) and closes; later connections
+    answer every call. What a server going away gracefully under load looks like."""
+
+    HEADERS_BLOCK = b"\x88\x0f\x10" + bytes([16]) + b"application/grpc"  # :status 200 + type
+    TRAILERS_BLOCK = b"\x00" + bytes([11]) + b"grpc-status" + b"\x01" + b"0"
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.connections = 0
+        self.answered = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn, self.connections == 1),
+                             daemon=True).start()
+
+    def _answer(self, sid: int) -> bytes:
+        from pytest_tfserving.load import h2grpc as h
+
+        self.answered += 1
+        return (h.frame(h.HEADERS, h.FLAG_END_HEADERS, sid, self.HEADERS_BLOCK)
+                + h.frame(h.DATA, 0, sid, b"\x00" * 5)
+                + h.frame(h.HEADERS, h.FLAG_END_HEADERS | h.FLAG_END_STREAM, sid,
+                          self.TRAILERS_BLOCK))
+
+    def _serve(self, conn: socket.socket, first: bool) -> None:
+        import struct
+
+        from pytest_tfserving.load import h2grpc as h
+
+        limit = struct.pack(">HI", h.SETTING_MAX_CONCURRENT_STREAMS, 1) if first else b""
+        conn.sendall(h.frame(h.SETTINGS, 0, 0, limit))
+        buf = b""
+        with conn:
+            while True:
+                try:
+                    data = conn.recv(65_536)
+                except OSError:
+                    return
+                if not data:
+                    return
+                buf += data
+                if buf.startswith(h.PREFACE):
+                    buf = buf[len(h.PREFACE):]
+                while len(buf) >= 9:
+                    length = int.from_bytes(buf[:3], "big")
+                    if len(buf) < 9 + length:
+                        break
+                    ftype, flags = buf[3], buf[4]
+                    sid = int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF
+                    buf = buf[9 + length:]
+                    if ftype == h.SETTINGS and not flags & h.FLAG_ACK:
+                        conn.sendall(h.frame(h.SETTINGS, h.FLAG_ACK, 0))
+                    elif ftype in (h.HEADERS, h.DATA) and flags & h.FLAG_END_STREAM:
+                        if not first:
+                            conn.sendall(self._answer(sid))
+                            continue
+                        time.sleep(0.2)  # the client's other calls wait for the one slot
+                        conn.sendall(h.frame(h.GOAWAY, 0, 0, struct.pack(">II", sid, 0))
+                                     + self._answer(sid))
+                        time.sleep(0.2)
+                        return
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_goaway_moves_calls_that_were_never_sent_to_a_new_connection() -> None:
+    from pytest_tfserving.load.generator import LoadSpec, run_load
+
+    server = GoawayServer()
+    try:
+        result = run_load(f"127.0.0.1:{server.port}", [b""], LoadSpec(
+            mode="closed", concurrency=4, duration_s=1.0, warmup_s=0.0, stability_pct=0,
+            max_requests=12, timeout_s=3, workers=1))
+    finally:
+        server.close()
+    assert result.errors == {}, result.summary()
+    assert result.stats.ok == 12
+    assert server.connections == 2  # the first one went away after one call

@@ -58,9 +58,11 @@ OK, CANCELLED, UNKNOWN, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, INTERNAL, UNAVAIL
 # HTTP status -> gRPC code when a response carries no grpc-status (gRPC's http-grpc-status mapping)
 _HTTP_TO_GRPC = {400: INTERNAL, 401: 16, 403: 7, 404: 12, 429: UNAVAILABLE, 502: UNAVAILABLE,
                  503: UNAVAILABLE, 504: UNAVAILABLE}
+REFUSED_STREAM = 0x7
 # RST_STREAM / GOAWAY error code -> gRPC code (as grpc's clients map them)
-_RST_TO_GRPC = {0x7: UNAVAILABLE, 0x8: CANCELLED, 0xB: RESOURCE_EXHAUSTED, 0xC: 7}
+_RST_TO_GRPC = {REFUSED_STREAM: UNAVAILABLE, 0x8: CANCELLED, 0xB: RESOURCE_EXHAUSTED, 0xC: 7}
 _CACHE_MAX = 512
+MAX_REFUSALS = 5  # a call refused this often fails UNAVAILABLE
 
 # done(tag, code, detail, sent, answered_at): code 0 is OK; sent is when the call went out
 DoneCallback = Callable[[Any, int, str, float, float], None]
@@ -153,7 +155,8 @@ class Target:
 
 
 class _Call:
-    __slots__ = ("tag", "message", "deadline", "sent", "http_status", "grpc_status", "detail")
+    __slots__ = ("tag", "message", "deadline", "sent", "http_status", "grpc_status", "detail",
+                 "refusals")
 
     def __init__(self, tag: Any, message: bytes, deadline: float) -> None:
         self.tag = tag
@@ -163,6 +166,7 @@ class _Call:
         self.http_status = 0
         self.grpc_status = -1
         self.detail = ""
+        self.refusals = 0
 
 
 class H2Connection:
@@ -199,6 +203,7 @@ class H2Connection:
         self.closed_reason = ""
         self.goaway = False
         self.got_settings = False
+        self.resume_at = 0.0  # queued calls wait until then after a refused stream
 
     # --- life cycle ---------------------------------------------------------------------------
 
@@ -217,7 +222,7 @@ class H2Connection:
                          + frame(WINDOW_UPDATE, 0, 0, _U32.pack(MAX_WINDOW - DEFAULT_WINDOW)))
             # the server's SETTINGS come first: read until they are in (or the time is up)
             end = time.monotonic() + timeout_s
-            while not self._settled():
+            while not self.got_settings:
                 sock.settimeout(max(0.001, end - time.monotonic()))
                 chunk = sock.recv(65_536)
                 if not chunk:
@@ -227,7 +232,7 @@ class H2Connection:
                 self._parse(chunk, time.monotonic())
                 if self.closed_reason:
                     raise ConnectionError(self.closed_reason)
-        except (OSError, ConnectionError) as exc:
+        except OSError as exc:  # ConnectionError included
             sock.close()
             self.sock = None
             raise ConnectionError(f"cannot open an HTTP/2 connection to "
@@ -235,9 +240,6 @@ class H2Connection:
         sock.setblocking(False)
         self.sock = sock
         self.flush()
-
-    def _settled(self) -> bool:
-        return self.sock is not None and self.got_settings
 
     @property
     def usable(self) -> bool:
@@ -273,10 +275,14 @@ class H2Connection:
 
     # --- sending ------------------------------------------------------------------------------
 
-    def start(self, tag: Any, message: bytes, now: float) -> None:
-        """Send one call (``message`` is the serialized request) or queue it for a stream slot."""
-        call = _Call(tag, message, now + self.timeout_s)
-        if len(self.active) >= self.peer_max_streams or self.queued:
+    def start(self, tag: Any, message: bytes, now: float, deadline: float | None = None) -> None:
+        """Send one call (``message`` is the serialized request) or queue it for a stream slot.
+
+        ``deadline`` (monotonic) defaults to now + the timeout; a call moved here from another
+        connection keeps its own.
+        """
+        call = _Call(tag, message, now + self.timeout_s if deadline is None else deadline)
+        if len(self.active) >= self.peer_max_streams or self.queued or now < self.resume_at:
             self.queued.append(call)
         else:
             self._open(call, now)
@@ -361,7 +367,8 @@ class H2Connection:
         self._after_progress(time.monotonic())
 
     def _after_progress(self, now: float) -> None:
-        while self.queued and len(self.active) < self.peer_max_streams and self.usable:
+        while self.queued and len(self.active) < self.peer_max_streams and self.usable \
+                and now >= self.resume_at:
             self._open(self.queued.popleft(), now)
         if self.recv_unacked >= REPLENISH_AT:
             self.out += frame(WINDOW_UPDATE, 0, 0, _U32.pack(self.recv_unacked))
@@ -429,6 +436,13 @@ class H2Connection:
                 call = self.active.pop(sid, None)
                 if call is None:
                     pass
+                elif code == REFUSED_STREAM and call.refusals < MAX_REFUSALS:
+                    # not processed (HTTP/2 says so): sent again, as grpc does, after a backoff
+                    # (1, 2, 4 ... ms): a server still counting a just-finished stream against
+                    # its max_concurrent_streams refuses the next one for a moment
+                    self.resume_at = now + 0.001 * (1 << call.refusals)
+                    call.refusals += 1
+                    self.queued.appendleft(call)
                 elif code == 0x8 and now >= call.deadline:  # the server ended it at the deadline
                     self.done(call.tag, DEADLINE_EXCEEDED, "Deadline Exceeded", call.sent, now)
                 else:
@@ -536,10 +550,16 @@ class H2Connection:
         debug = payload[8:].decode("utf-8", "replace")
         reason = (f"the server sent GOAWAY (HTTP/2 error code {code}"
                   f"{': ' + debug if debug else ''}) before handling the call")
+        # streams above ``last`` reached the server and were refused by it: counted as errors
+        # (the server went away under load); calls still waiting for a stream slot never left
+        # this client, and the owner moves them to a new connection (``take_unsent``)
         for sid in [s for s in self.active if s > last]:
             call = self.active.pop(sid)
             self.done(call.tag, UNAVAILABLE, reason, call.sent, now)
-        while self.queued:
-            call = self.queued.popleft()
-            self.done(call.tag, UNAVAILABLE, reason, now, now)
+
+    def take_unsent(self) -> list[tuple[Any, bytes, float]]:
+        """After GOAWAY: the queued calls that were never sent, as (tag, message, deadline)."""
+        unsent = [(call.tag, call.message, call.deadline) for call in self.queued]
+        self.queued.clear()
+        return unsent
 

@@ -162,26 +162,38 @@ class Worker:
                         f"({exc})")
         return None
 
+    def _reroute(self, now: float) -> None:
+        """Calls queued on a connection the server sent GOAWAY on go to a fresh connection."""
+        for j, conn in enumerate(self.conns):
+            if conn is not None and conn.goaway and conn.queued:
+                self._conn_for(j, now)
+
     def _conn_for(self, i: int, now: float) -> H2Connection | None:
         j = i % len(self.conns)
         conn = self.conns[j]
         if conn is not None and conn.usable:
             return conn
+        unsent: list[tuple[Any, bytes, float]] = []
         if conn is not None:
+            unsent = conn.take_unsent() if conn.goaway else []
             if conn.busy and conn.sock is not None:
                 self.draining.append(conn)  # GOAWAY: let its accepted calls finish
             else:
                 conn.close()
             self.conns[j] = None
-        if now < self.reconnect_at[j]:
-            return None
-        try:
-            self.conns[j] = self._open(min(1.0, self.cfg.timeout_s))
-            return self.conns[j]
-        except (ConnectionError, OSError) as exc:
-            self.connect_error = str(exc)
-            self.reconnect_at[j] = time.monotonic() + RECONNECT_EVERY_S
-            return None
+        fresh: H2Connection | None = None
+        if now >= self.reconnect_at[j]:
+            try:
+                fresh = self.conns[j] = self._open(min(1.0, self.cfg.timeout_s))
+            except (ConnectionError, OSError) as exc:
+                self.connect_error = str(exc)
+                self.reconnect_at[j] = time.monotonic() + RECONNECT_EVERY_S
+        for tag, message, deadline in unsent:  # never sent: they go out on the new connection
+            if fresh is None:
+                self._answered(tag, UNAVAILABLE, self.connect_error or "no connection", now, now)
+            else:
+                fresh.start(tag, message, now, deadline)
+        return fresh
 
     def _live(self) -> list[H2Connection]:
         if self.draining:
@@ -200,6 +212,8 @@ class Worker:
             return
         for conn in readable:
             conn.on_readable()
+            if conn.goaway and conn.queued:
+                self._reroute(time.monotonic())
         for conn in writable:
             conn.flush()
 
