@@ -37,6 +37,8 @@ def echo_server(*args: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def test_planted_stall_shows_in_open_loop_p99_but_closed_loop_hides_it() -> None:

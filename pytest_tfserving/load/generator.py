@@ -303,6 +303,7 @@ class _Workers:
     def __init__(self, n: int, configs: list[dict[str, Any]], stderr_dir: Path) -> None:
         self.messages: queue.Queue[tuple[int, dict[str, Any]]] = queue.Queue()
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.readers: list[threading.Thread] = []
         self.stderr_paths = [stderr_dir / f"worker{i}.stderr" for i in range(n)]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         for i in range(n):
@@ -312,7 +313,9 @@ class _Workers:
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=env,
                     start_new_session=True)
             self.procs.append(proc)
-            threading.Thread(target=self._read, args=(i, proc.stdout), daemon=True).start()
+            reader = threading.Thread(target=self._read, args=(i, proc.stdout), daemon=True)
+            reader.start()
+            self.readers.append(reader)
             self.send(i, json.dumps(configs[i]))
 
     def _read(self, index: int, stream: IO[bytes] | None) -> None:
@@ -359,6 +362,10 @@ class _Workers:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=5)
+        for proc, reader in zip(self.procs, self.readers, strict=True):
+            reader.join(timeout=2.0)  # the worker exited: its stdout is at EOF
+            if proc.stdout is not None and not reader.is_alive():
+                proc.stdout.close()
 
 
 def _worker_configs(spec: LoadSpec, target: str, payload_file: Path, n: int,

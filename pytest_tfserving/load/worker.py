@@ -197,7 +197,9 @@ class Worker:
 
     def _live(self) -> list[H2Connection]:
         if self.draining:
-            self.draining = [c for c in self.draining if c.busy and c.sock is not None]
+            for done in [c for c in self.draining if not (c.busy and c.sock is not None)]:
+                done.close()  # all its calls answered: the socket goes now
+            self.draining = [c for c in self.draining if c.sock is not None]
         return [c for c in self.conns if c is not None and c.sock is not None] + self.draining
 
     def _poll(self, timeout: float) -> None:
