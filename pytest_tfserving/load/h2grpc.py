@@ -93,7 +93,8 @@ def _hpack_string(text: str) -> bytes:
 
 def request_header_block(authority: str, path: str, timeout_s: float,
                          user_agent: str = "pytest-tfserving") -> bytes:
-    """HPACK block for a gRPC unary request: static-table indexes and literals never indexed."""
+    """HPACK block for a gRPC unary request: static-table indexes and literals without indexing
+    (no dynamic-table entry is added, so the same bytes serve every request)."""
     block = bytearray(b"\x83\x86")  # :method POST, :scheme http (static entries 3 and 6)
     block += _hpack_int(4, 4, 0) + _hpack_string(path)  # :path, literal with indexed name
     block += _hpack_int(1, 4, 0) + _hpack_string(authority)  # :authority
@@ -438,7 +439,8 @@ class H2Connection:
                     pass
                 elif code == REFUSED_STREAM and call.refusals < MAX_REFUSALS:
                     # not processed (HTTP/2 says so): sent again, as grpc does, after a backoff
-                    # (1, 2, 4 ... ms): a server still counting a just-finished stream against
+                    # of at least 1, 2, 4 ... ms (the owner's next expire or read resumes the
+                    # queue): a server still counting a just-finished stream against
                     # its max_concurrent_streams refuses the next one for a moment
                     self.resume_at = now + 0.001 * (1 << call.refusals)
                     call.refusals += 1

@@ -202,8 +202,7 @@ class Worker:
             self.draining = [c for c in self.draining if c.sock is not None]
         return [c for c in self.conns if c is not None and c.sock is not None] + self.draining
 
-    def _poll(self, timeout: float) -> None:
-        live = self._live()
+    def _poll(self, timeout: float, live: list[H2Connection]) -> None:
         if not live:
             time.sleep(max(0.0, timeout))
             return
@@ -324,10 +323,11 @@ class Worker:
                     fired += 1
                     next_t += rng.expovariate(rate) if poisson else gap
                 self.horizon = next_t
-            for conn in self._live():
+            live = self._live()
+            for conn in live:
                 conn.flush()
             if now >= next_expire:
-                for conn in self._live():
+                for conn in live:
                     conn.expire(now)
                 next_expire = now + EXPIRE_EVERY_S
             if now >= next_flush:
@@ -336,7 +336,7 @@ class Worker:
             wait = POLL_MAX_S if closed else min(POLL_MAX_S, next_t - monotonic())
             if spin and wait > 0:
                 wait = max(0.0, wait - SPIN_S)  # wake early, then poll without sleeping
-            self._poll(min(wait, next_flush - now, next_expire - now))
+            self._poll(min(wait, next_flush - now, next_expire - now), live)
         if not closed and not self.stop.is_set() and self._budget_left() and next_t < self.end:
             # time ran out before the schedule did: the measured requests never sent
             self.missed = int((self.end - max(next_t, self.m0)) * rate)
@@ -354,7 +354,7 @@ class Worker:
                 conn.expire(now)
             if not any(c.busy for c in live) or now >= give_up:
                 break
-            self._poll(0.01)
+            self._poll(0.01, live)
         self._close_all()
         self._flush()
 
