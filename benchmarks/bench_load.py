@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from pytest_tfserving.batching import BatchingParameters  # noqa: E402
 from pytest_tfserving.deadline import Deadline  # noqa: E402
 from pytest_tfserving.load.generator import (  # noqa: E402
     LAG_LIMIT_MS,
@@ -63,12 +64,14 @@ def log(text: str) -> None:
 
 
 @contextmanager
-def bundled(model_dir: Path, name: str) -> Iterator[Any]:
+def bundled(model_dir: Path, name: str,
+            batching: BatchingParameters | None = PLAYBOOK_BATCHING) -> Iterator[Any]:
+    """The bundled server on a model (playbook batching unless told; None: batching off)."""
     from pytest_tfserving.serving.bundled import BundledLauncher
 
     info = inspect_model(model_dir, name)
     launcher = BundledLauncher(ServeConfig(model_name=name, version_dir=info.version_dir,
-                                           version=info.version, batching=PLAYBOOK_BATCHING))
+                                           version=info.version, batching=batching))
     try:
         yield launcher.start(Deadline.after(180)), info
     finally:

@@ -39,8 +39,6 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -51,14 +49,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 import numpy as np  # noqa: E402
+from bench_load import bundled  # noqa: E402  (same folder: run as a script)
 
 from pytest_tfserving.batching import BatchingParameters  # noqa: E402
-from pytest_tfserving.deadline import Deadline  # noqa: E402
 from pytest_tfserving.load.generator import LoadResult, LoadSpec, run_load  # noqa: E402
 from pytest_tfserving.load.payloads import predict_bytes  # noqa: E402
 from pytest_tfserving.load.search import max_qps  # noqa: E402
 from pytest_tfserving.model import inspect_model  # noqa: E402
-from pytest_tfserving.serving.base import ServeConfig  # noqa: E402
 from pytest_tfserving.settings import PLAYBOOK_BATCHING  # noqa: E402
 
 MODELS = ROOT / "fixtures" / "models"
@@ -111,19 +108,6 @@ def batching_for(candidates: int) -> BatchingParameters:
     return PLAYBOOK_BATCHING.with_overrides(max_batch_size=candidates)
 
 
-@contextmanager
-def bundled(name: str, batching: BatchingParameters | None) -> Iterator[Any]:
-    from pytest_tfserving.serving.bundled import BundledLauncher
-
-    info = inspect_model(MODELS / name, name)
-    launcher = BundledLauncher(ServeConfig(model_name=name, version_dir=info.version_dir,
-                                           version=info.version, batching=batching))
-    try:
-        yield launcher.start(Deadline.after(180))
-    finally:
-        launcher.cleanup()
-
-
 # --- in-process cost ---------------------------------------------------------------------------
 
 def in_process_cost(name: str, payloads: list[bytes], reps: int) -> dict[str, float]:
@@ -157,7 +141,7 @@ def in_process_cost(name: str, payloads: list[bytes], reps: int) -> dict[str, fl
 
 def serve_and_load(name: str, payloads: list[bytes], batching: BatchingParameters | None,
                    args: argparse.Namespace) -> dict[str, Any]:
-    with bundled(name, batching) as endpoint:
+    with bundled(MODELS / name, name, batching) as (endpoint, _):
 
         def run(rate: float) -> LoadResult:
             return run_load(endpoint.grpc_address, payloads, LoadSpec(
