@@ -123,13 +123,12 @@ def _kind_error(name: str, kind: str | None, value: Any) -> ServingError:
                    f"{kind or 'UNKNOWN'}; got {_show(value)}")
 
 
-def _add_value(name: str, value: Any, values: list[Any], kind: list[str | None]) -> None:
-    """Append one JSON element to a feature's values; ``kind`` holds the feature's list type.
+def _element(name: str, value: Any) -> tuple[str, Any]:
+    """One JSON element of feature ``name`` as (list kind, value for that list).
 
     TF Serving's rules: a JSON string -> bytes_list (UTF-8), ``{"b64": "..."}`` -> bytes_list
     (decoded), a number written with a fraction or exponent -> float_list, an integer or a
-    boolean -> int64_list; one feature holds one kind; null, nested lists and other objects are
-    errors.
+    boolean -> int64_list; null, nested lists and other objects are errors.
     """
     item: Any
     if isinstance(value, bool):
@@ -157,10 +156,7 @@ def _add_value(name: str, value: Any, values: list[Any], kind: list[str | None])
                       f"{_JSON_TYPE.get(type(value), type(value).__name__)}; got {_show(value)}"
                       + (" (a feature's value is a scalar or a flat list)"
                          if isinstance(value, list) else ""))
-    if kind[0] is not None and kind[0] != want:
-        raise _kind_error(name, kind[0], value)
-    kind[0] = want
-    values.append(item)
+    return want, item
 
 
 def json_example(obj: Any, where: str) -> Any:
@@ -173,15 +169,19 @@ def json_example(obj: Any, where: str) -> Any:
     example = example_pb2.Example()
     for name, content in obj.items():
         values: list[Any] = []
-        kind: list[str | None] = [None]
+        kind: str | None = None  # one feature holds one kind
         for value in content if isinstance(content, list) else [content]:
-            _add_value(name, value, values, kind)
+            want, item = _element(name, value)
+            if kind is not None and want != kind:
+                raise _kind_error(name, kind, value)
+            kind = want
+            values.append(item)
         feature = example.features.feature[name]  # an empty list leaves the kind unset
-        if kind[0] == "int64":
+        if kind == "int64":
             feature.int64_list.value.extend(values)
-        elif kind[0] == "float":
+        elif kind == "float":
             feature.float_list.value.extend(values)
-        elif kind[0] == "bytes":
+        elif kind == "bytes":
             feature.bytes_list.value.extend(values)
     return example
 
