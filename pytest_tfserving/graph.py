@@ -1,16 +1,28 @@
 """Op inventory of a SavedModel and reachability from a signature's outputs (pure analysis).
 
 What runs when TF Serving answers a signature is what is reachable from the signature's output
-tensors:
+tensors, with the signature's input tensors cut out:
 
 * TF1 SavedModels: walk back from the output tensors through the top-level graph (data and
-  control inputs).
+  control inputs). TF Serving feeds a signature's inputs *by tensor name*, and TF's session
+  rewrites a fed tensor ``op:i`` into a feed node before pruning (``subgraph::FeedInputs``), so
+  nothing upstream of a fed tensor runs. The cut is per tensor, as in TF: feeding ``op:0`` cuts
+  only that output; when ``op:1`` (or a control edge ``^op``) is still needed, ``op`` runs
+  with all its inputs. A control edge from a fed node is cut only when the node is a
+  ``Placeholder`` (TF rewires those; any other fed node still runs for its control edges). This
+  is what makes ``serving_default`` of TF Serving's ``saved_model_half_plus_two_cpu`` clean:
+  its input ``x:0`` is an ``Identity`` of a ``ParseExample`` that only the classify/regress
+  signatures (fed ``tf_example:0``) run.
 * TF2 SavedModels: the top-level output is a ``StatefulPartitionedCall`` whose attribute ``f``
   names a function in ``graph_def.library``; every function-valued attribute (``f``,
   ``then_branch``/``else_branch``, ``cond``/``body``, ``branches``, ...) and every node whose op
   *is* a library function is followed recursively. Inside a function body the walk starts from
   ``FunctionDef.ret``, ``FunctionDef.control_ret`` and the body's stateful ops (TF's function
-  runtime keeps stateful ops even when no output depends on them).
+  runtime keeps stateful ops even when no output depends on them). The top-level graph is cut
+  at the signature's inputs as for TF1 (the inputs are ``Placeholder``s, or a
+  ``PlaceholderWithDefault`` whose default is not computed when fed); a function body never
+  crosses its arguments: an argument is not a node of the body, and the walk follows the call
+  site's inputs in the caller instead.
 
 Nodes not reachable this way (the checkpoint saver's ``StringJoin``/``SaveV2``/``RestoreV2``,
 initializers) are never reported.
@@ -36,6 +48,10 @@ from pytest_tfserving.errors import ModelError
 TOP_LEVEL = "<top-level graph>"
 STRING_DTYPE = "DT_STRING"
 _DT_STRING, _DT_STRING_REF = 7, 107
+_REF_OFFSET = 100  # DT_FLOAT_REF == DT_FLOAT + 100 (types.proto)
+CONTROL = -1  # the "output index" of a control edge ("^node")
+# Ops whose outgoing control edges TF moves to the feed node when one of their outputs is fed.
+_FEED_MOVES_CONTROL_EDGES = frozenset({"Placeholder", "PlaceholderV2"})
 _MAX_CALL_DEPTH = 64
 
 # String-heavy op families (globs on the op type): the playbook's latency killers.
@@ -124,6 +140,10 @@ class SignatureReach:
     signature: str
     nodes: list[ReachedNode] = field(default_factory=list)
     functions: set[str] = field(default_factory=set)
+    # the signature's fed input tensors ("x:0") and where the walk actually stopped at one
+    # ("x:0", or "^x" for a cut control edge of a fed Placeholder)
+    fed: frozenset[tuple[str, int]] = frozenset()
+    cut_at: set[str] = field(default_factory=set)
     # called function name -> the ReachedNode of a call site, for calls the library lacks
     missing_functions: dict[str, ReachedNode] = field(default_factory=dict)
 
@@ -205,6 +225,56 @@ def string_family(op_type: str) -> str | None:
     return None
 
 
+def _output_types(node: Any, definition: Any) -> list[int]:
+    """The dtype of each output of ``node``, in output-index order (refs as ``*_REF``)."""
+    out: list[int] = []
+    for arg in definition.output_arg:
+        if arg.number_attr:
+            count = _attr(node, definition, arg.number_attr)
+            base = _arg_types(node, definition, arg)
+            if count is None or len(base) != 1:
+                raise LookupError(f"output {arg.name!r}: attr {arg.number_attr!r} or its type "
+                                  "is missing")
+            types = base * int(count.i)
+        elif arg.type_list_attr:
+            if _attr(node, definition, arg.type_list_attr) is None:
+                raise LookupError(f"output {arg.name!r}: attr {arg.type_list_attr!r} missing")
+            types = _arg_types(node, definition, arg)
+        else:
+            types = _arg_types(node, definition, arg)
+            if len(types) != 1:
+                raise LookupError(f"output {arg.name!r}: attr {arg.type_attr!r} missing")
+        out += [t + _REF_OFFSET if arg.is_ref and t < _REF_OFFSET else t for t in types]
+    return out
+
+
+def _base_dtype(dtype: int) -> int:
+    return dtype - _REF_OFFSET if dtype > _REF_OFFSET else dtype
+
+
+@dataclass(frozen=True)
+class InputDtype:
+    """A signature input's declared dtype against the dtype of the graph tensor it names."""
+
+    signature: str
+    key: str
+    tensor: str
+    declared: str  # the SignatureDef's dtype, e.g. "DT_FLOAT"
+    graph: str | None  # the graph tensor's dtype (ref types as their base), None: unresolved
+    problem: str | None  # why the declaration cannot be trusted; None when it matches
+    note: str = ""  # why ``graph`` could not be resolved (then it is not checked)
+
+    @property
+    def effective(self) -> str:
+        """The dtype TF really accepts for this feed: the graph's when known."""
+        return self.graph or self.declared
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"signature": self.signature, "input": self.key, "tensor": self.tensor,
+                "declared_dtype": self.declared, "graph_dtype": self.graph,
+                "problem": self.problem, "note": self.note}
+
+
 @dataclass(frozen=True)
 class Classification:
     kind: str  # "string" | "unknown" | "clean"
@@ -244,6 +314,31 @@ def classify(node: Any, is_function_call: bool = False) -> Classification:
 def _ref_node(ref: str) -> str:
     """The node a NodeDef input refers to: "^ctl", "node:0" or "node:output_arg:0"."""
     return ref.lstrip("^").split(":", 1)[0]
+
+
+def _parse_ref(ref: str) -> tuple[str, int]:
+    """(node, output index) of a graph-level input or tensor name: "^ctl" (index CONTROL),
+    "node:1" or "node" (index 0). A function body's "node:output_arg:0" gives its node and 0:
+    a body's flat output index is not needed, since nothing is fed inside a body."""
+    if ref.startswith("^"):
+        return ref[1:], CONTROL
+    parts = ref.split(":")
+    if len(parts) == 2 and parts[1].isdigit():
+        return parts[0], int(parts[1])
+    return parts[0], 0
+
+
+def tensor_names(info: Any) -> list[str]:
+    """The graph tensors one SignatureDef TensorInfo names: its ``name``, a sparse tensor's
+    three components, or a composite tensor's components (recursively)."""
+    kind = info.WhichOneof("encoding")
+    if kind == "coo_sparse":
+        sparse = info.coo_sparse
+        return [n for n in (sparse.values_tensor_name, sparse.indices_tensor_name,
+                            sparse.dense_shape_tensor_name) if n]
+    if kind == "composite_tensor":
+        return [n for c in info.composite_tensor.components for n in tensor_names(c)]
+    return [info.name] if info.name else []
 
 
 def _called_functions(node: Any, library: Mapping[str, Any]) -> list[str]:
@@ -307,35 +402,52 @@ class SavedModelGraph:
                 f"Signature {signature!r} does not exist in {self.source}; it has: "
                 f"{', '.join(self.signature_names) or '(none)'}. Use one of those names."
             )
-        result = SignatureReach(signature)
-        outputs = [info.name for _, info in sorted(defs[signature].outputs.items())]
-        seeds = [_ref_node(t) for t in outputs if t]
-        missing = [s for s in seeds if s not in self.top]
+        sig = defs[signature]
+        fed = frozenset(_parse_ref(t) for _, info in sorted(sig.inputs.items())
+                        for t in tensor_names(info))
+        result = SignatureReach(signature, fed=fed)
+        seeds = [_parse_ref(t) for _, info in sorted(sig.outputs.items())
+                 for t in tensor_names(info)]
+        missing = [name for name, _ in seeds if name not in self.top]
         if missing:
             raise ModelError(
                 f"Signature {signature!r} in {self.source} names output node(s) {missing} that "
                 "are not in the graph; the SavedModel is inconsistent. Re-export it."
             )
-        self._walk(self.top, TOP_LEVEL, (), seeds, result, set(), ())
+        self._walk(self.top, TOP_LEVEL, (), seeds, result, set(), (), fed)
         self._reach[signature] = result
         return result
 
     def _walk(self, nodes: Mapping[str, Any], function: str, call_path: tuple[str, ...],
-              seeds: Iterable[str], result: SignatureReach, visited_calls: set[Any],
-              stack: tuple[str, ...]) -> None:
+              seeds: Iterable[tuple[str, int]], result: SignatureReach, visited_calls: set[Any],
+              stack: tuple[str, ...], fed: frozenset[tuple[str, int]] = frozenset()) -> None:
+        """Walk back from ``seeds`` (node, output index or CONTROL) through ``nodes``.
+
+        A node runs when one of its outputs or its control edge is demanded and that demand is
+        not fed; then all its inputs are demanded. ``fed`` is non-empty only for the top-level
+        graph (a signature's inputs); a function body's arguments are not nodes of the body,
+        so the walk never crosses them.
+        """
+        fed_nodes = {name for name, _ in fed}
         seen: set[str] = set()
-        todo = [s for s in seeds if s in nodes]
+        todo = list(seeds)
         while todo:
-            name = todo.pop()
+            name, index = todo.pop()
+            if name not in nodes:
+                continue  # a function argument, bound by the caller
+            node = nodes[name]
+            if name in fed_nodes:
+                if (name, index) in fed:
+                    result.cut_at.add(f"{name}:{index}")
+                    continue
+                if index == CONTROL and node.op in _FEED_MOVES_CONTROL_EDGES:
+                    result.cut_at.add(f"^{name}")
+                    continue
             if name in seen:
                 continue
             seen.add(name)
-            node = nodes[name]
             result.nodes.append(ReachedNode(node, function, call_path))
-            for ref in node.input:
-                target = _ref_node(ref)
-                if target in nodes and target not in seen:
-                    todo.append(target)  # else: a function argument, bound by the caller
+            todo += [_parse_ref(ref) for ref in node.input]
             for callee in _called_functions(node, self.functions):
                 if callee not in self.functions:
                     result.missing_functions.setdefault(
@@ -354,10 +466,60 @@ class SavedModelGraph:
         result.functions.add(function)
         fdef = self.functions[function]
         body = self._body(function)
-        seeds = [_ref_node(v) for v in fdef.ret.values()]
-        seeds += [_ref_node(v) for v in fdef.control_ret.values()]
-        seeds += [n.name for n in body.values() if _is_stateful(n.op, self.functions)]
+        seeds = [_parse_ref(v) for v in fdef.ret.values()]
+        seeds += [(_ref_node(v), CONTROL) for v in fdef.control_ret.values()]
+        seeds += [(n.name, CONTROL) for n in body.values() if _is_stateful(n.op, self.functions)]
         self._walk(body, function, call_path, seeds, result, visited_calls, (*stack, function))
+
+    def tensor_dtype(self, tensor: str) -> tuple[int | None, str, bool]:
+        """(dtype, "", False) of a top-level graph tensor ("node:1"); else (None, why, broken):
+        ``broken`` when the tensor does not exist (no such node or output), not when only its
+        dtype cannot be resolved (an op TF's registry lacks)."""
+        name, index = _parse_ref(tensor)
+        node = self.top.get(name)
+        if node is None or index == CONTROL:
+            return None, f"tensor {tensor!r} is not in the graph", True
+        definition = (self.functions[node.op].signature if node.op in self.functions
+                      else op_def(node.op))
+        if definition is None:
+            return None, (f"op {node.op!r} is not in TF's op registry, so the dtype of "
+                          f"{tensor!r} is unknown"), False
+        try:
+            types = _output_types(node, definition)
+        except LookupError as exc:
+            return None, f"{node.op} node {name!r}: {exc}", False
+        if index >= len(types):
+            return None, (f"tensor {tensor!r} is not in the graph: {node.op} node {name!r} has "
+                          f"{len(types)} output(s)"), True
+        return types[index], "", False
+
+    def input_dtypes(self, signature: str) -> list[InputDtype]:
+        """Each dense input of ``signature``: declared dtype against the graph tensor's dtype.
+
+        TF Serving feeds the tensor by name; the session rejects a feed whose dtype is not the
+        tensor's, whatever the SignatureDef says, and clients (model metadata, REST's JSON
+        decoding) follow the SignatureDef. So a disagreement, or an input naming a tensor that
+        does not exist, is a ``problem``. Sparse/composite inputs have no single dtype to compare
+        and are skipped.
+        """
+        self.reach(signature)  # validates the name
+        out: list[InputDtype] = []
+        for key, info in sorted(self.meta_graph.signature_def[signature].inputs.items()):
+            if info.WhichOneof("encoding") != "name":
+                continue
+            declared = _dtype_name(info.dtype)
+            dtype, why, broken = self.tensor_dtype(info.name)
+            if dtype is None:
+                out.append(InputDtype(signature, key, info.name, declared, None,
+                                      why if broken else None, "" if broken else why))
+                continue
+            graph = _dtype_name(_base_dtype(dtype))
+            problem = None
+            if _base_dtype(dtype) != _base_dtype(info.dtype):
+                problem = (f"the signature declares {declared} but graph tensor {info.name!r} "
+                           f"is {graph}")
+            out.append(InputDtype(signature, key, info.name, declared, graph, problem))
+        return out
 
     def findings(self, signature: str) -> list[OpFinding]:
         """String and unknown ops reachable from ``signature`` (one per node, in walk order)."""

@@ -132,6 +132,20 @@ def _is_version_dir(path: Path) -> bool:
     return (path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file()
 
 
+def version_dirs(base: Path) -> dict[int, Path]:
+    """Every version dir under ``base`` as TF Serving reads them: any all-digit name is a version,
+    and its path is the dir as named (``00000123`` is version 123 at ``base/00000123``).
+
+    When two names give one number (``1`` and ``001``), the first in name order is kept, so the
+    choice is stable across polls.
+    """
+    found: dict[int, Path] = {}
+    for child in sorted(base.iterdir(), key=lambda c: c.name):
+        if child.name.isdigit() and child.is_dir():
+            found.setdefault(int(child.name), child)
+    return dict(sorted(found.items()))
+
+
 def resolve_layout(path: Path) -> tuple[Path, int, Path, tuple[int, ...]]:
     """Return (base_path, version, version_dir, versions) for a base dir or a version dir."""
     path = Path(path).expanduser()
@@ -144,12 +158,13 @@ def resolve_layout(path: Path) -> tuple[Path, int, Path, tuple[int, ...]]:
     if _is_version_dir(path):
         version = int(path.name) if path.name.isdigit() else 1
         return path.parent if path.name.isdigit() else path, version, path, (version,)
-    numeric = sorted(int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit())
-    loadable = [v for v in numeric if _is_version_dir(path / str(v))]
+    numeric = version_dirs(path)
+    loadable = {v: d for v, d in numeric.items() if _is_version_dir(d)}
     if not loadable:
         if numeric:
+            names = [d.name for d in numeric.values()]
             raise ModelError(
-                f"Model path {str(path)!r} has version dirs {numeric} but none holds "
+                f"Model path {str(path)!r} has version dirs {names} but none holds "
                 "saved_model.pb. Export the model with tf.saved_model.save(model, "
                 f"'{path}/<version>')."
             )
@@ -158,8 +173,8 @@ def resolve_layout(path: Path) -> tuple[Path, int, Path, tuple[int, ...]]:
             "numeric version subdirs (TF Serving layout: BASE/1/saved_model.pb). Point "
             "--tfs-model at the export directory."
         )
-    version = loadable[-1]
-    return path, version, path / str(version), tuple(loadable)
+    version = max(loadable)
+    return path, version, loadable[version], tuple(loadable)
 
 
 def read_saved_model(version_dir: Path) -> Any:

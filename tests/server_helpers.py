@@ -25,16 +25,19 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, model_base_path: Path, *flags: str, model_name: str = "m",
+    def __init__(self, model_base_path: Path | None, *flags: str, model_name: str = "m",
                  rest: bool = True, log_path: Path | None = None) -> None:
         self.port = free_port()
         self.rest_port = free_port() if rest else 0
         self.model_name = model_name
         self.log_path = log_path or Path(os.environ.get("TMPDIR", "/tmp")) / (
             f"tfs_server_{self.port}.log")
+        model = ([] if model_base_path is None  # flags name --model_config_file
+                 else [f"--model_name={model_name}", f"--model_base_path={model_base_path}"])
+        if not any(f.startswith("--max_num_load_retries") for f in flags):
+            flags = (*flags, "--max_num_load_retries=0")  # a failed load ends at once
         args = [sys.executable, "-m", "pytest_tfserving.server", f"--port={self.port}",
-                f"--rest_api_port={self.rest_port}", f"--model_name={model_name}",
-                f"--model_base_path={model_base_path}", "--bind_address=127.0.0.1", *flags]
+                f"--rest_api_port={self.rest_port}", *model, "--bind_address=127.0.0.1", *flags]
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(ROOT))
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
@@ -78,6 +81,35 @@ class ServerProcess:
         except grpc.RpcError:
             return None
         return resp.model_version_status[0]
+
+    def statuses(self, model_name: str | None = None) -> dict[int, tuple[str, str]]:
+        """{version: (state name, error message)} of every version GetModelStatus reports
+        ({} while the model is unknown or gRPC does not answer)."""
+        import grpc
+        from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
+
+        names = get_model_status_pb2.ModelVersionStatus.State
+        req = get_model_status_pb2.GetModelStatusRequest()
+        req.model_spec.name = model_name or self.model_name
+        try:
+            resp = model_service_pb2_grpc.ModelServiceStub(self.channel()).GetModelStatus(
+                req, timeout=2)
+        except grpc.RpcError:
+            return {}
+        return {s.version: (names.Name(s.state), s.status.error_message)
+                for s in resp.model_version_status}
+
+    def wait_for(self, what: str, check: Any, timeout: float = 60.0) -> Any:
+        """Poll ``check()`` until it returns something truthy; fail with the log tail."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited {self.proc.returncode}:\n{self.log()}")
+            value = check()
+            if value:
+                return value
+            time.sleep(0.1)
+        raise AssertionError(f"not {what} after {timeout}s:\n{self.log()[-4000:]}")
 
     def wait_state(self, state: str, timeout: float = 60.0) -> Any:
         """Poll until the state is ``state`` (or END); fail with the log tail otherwise."""

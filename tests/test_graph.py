@@ -174,6 +174,11 @@ def test_strings_model_flags_exact_op_types_with_node_detail(built: dict[str, Pa
     assert "input 'input' DT_STRING" in hashing.reason
     assert hashing.runtime_names == (f"StatefulPartitionedCall/StatefulPartitionedCall/"
                                      f"{hashing.node}",)
+    # TF2: the top-level walk stops at the fed placeholder; inside the function the argument
+    # is not a node, so the parse downstream of it is found and nothing upstream is crossed
+    reach = graph.reach("serving_default")
+    assert reach.cut_at == {"serving_default_examples:0"}
+    assert not [r for r in reach.nodes if r.function == TOP_LEVEL and r.node.op == "Placeholder"]
 
 
 def test_direct_model_is_clean_although_saver_has_string_ops(built: dict[str, Path]) -> None:
@@ -183,6 +188,7 @@ def test_direct_model_is_clean_although_saver_has_string_ops(built: dict[str, Pa
     assert {"StringJoin", "SaveV2", "RestoreV2"} <= off_path  # the saver, never flagged
     reached = graph.reach("serving_default").functions
     assert reached and not any("traced_save" in f or "traced_restore" in f for f in reached)
+    assert graph.reach("serving_default").cut_at == {"serving_default_uid:0"}
 
 
 def test_string_ops_in_cond_while_and_nested_function_are_flagged(
@@ -206,6 +212,8 @@ def test_tf1_graph_reachability_is_per_signature(built: dict[str, Path]) -> None
     assert {"AsString", "StringJoin"} <= {f.op_type for f in text}
     assert all(f.function == TOP_LEVEL for f in text)
     assert "text" in {f.node for f in text}
+    assert graph.reach("as_text").cut_at == {"x:0"}
+    assert "x" not in {r.node.name for r in graph.reach("as_text").nodes}
 
 
 def test_unregistered_op_is_reported_unknown(built: dict[str, Path]) -> None:

@@ -74,7 +74,7 @@ def test_not_a_saved_model(tmp_path):
 
 def test_version_dirs_without_saved_model(tmp_path):
     (tmp_path / "1").mkdir()
-    with pytest.raises(ModelError, match=r"has version dirs \[1\] but none holds saved_model.pb"):
+    with pytest.raises(ModelError, match=r"has version dirs \['1'\] but none holds saved_model.pb"):
         inspect_model(tmp_path)
 
 

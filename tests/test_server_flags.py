@@ -40,7 +40,7 @@ def test_bad_flags_name_the_flag_and_list_supported(argv: list[str], needle: str
     with pytest.raises(FlagError) as info:
         parse_flags(argv)
     assert needle in str(info.value)
-    assert "Supported flags: --port, --rest_api_port" in str(info.value)
+    assert "Supported flags: --port, --grpc_socket_path, --rest_api_port" in str(info.value)
 
 
 def test_monitoring_config() -> None:
@@ -60,3 +60,31 @@ def test_unknown_flag_exits_2_with_one_line() -> None:
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1
     assert "Unknown flag --bogus" in lines[0] and "--model_base_path" in lines[0]
+
+
+def test_every_tf_serving_flag_is_parsed_with_its_default() -> None:
+    from dataclasses import fields
+
+    from pytest_tfserving.server.flags import FLAG_TABLE, TF_SERVING_FLAG_COUNT, ServerFlags
+
+    ours = {"bind_address"}
+    assert len(set(FLAG_TABLE) - ours) == TF_SERVING_FLAG_COUNT
+    defaults = {f.name: f.default for f in fields(ServerFlags)}
+    for name, spec in FLAG_TABLE.items():
+        assert defaults[name] == spec.default, name
+    assert defaults["max_num_load_retries"] == 5
+    assert defaults["load_retry_interval_micros"] == 60_000_000
+    assert defaults["file_system_poll_wait_seconds"] == 1
+    assert defaults["model_config_file_poll_wait_seconds"] == 0
+
+
+def test_thread_and_warmup_flags_resolve_as_tf_serving() -> None:
+    f = parse_flags(["--model_base_path=/m", "--tensorflow_session_parallelism=3"])
+    assert f.intra_inter_threads == (3, 3) and f.warmup_iterations == 1
+    f = parse_flags(["--model_base_path=/m", "--tensorflow_intra_op_parallelism=2",
+                     "--tensorflow_inter_op_parallelism=1", "--saved_model_tags=serve,gpu"])
+    assert f.intra_inter_threads == (2, 1) and f.tags == ("serve", "gpu")
+    assert parse_flags(["--model_config_file=/c"]).model_base_path == ""
+    with pytest.raises(FlagError, match="--tensorflow_session_parallelism"):
+        parse_flags(["--model_base_path=/m", "--tensorflow_session_parallelism=1",
+                     "--tensorflow_intra_op_parallelism=1", "--tensorflow_inter_op_parallelism=1"])

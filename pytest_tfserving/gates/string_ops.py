@@ -6,7 +6,12 @@ traced compute time spent in string ops stays under ``max_string_time_share`` (t
 5 % alert; see :mod:`pytest_tfserving.string_time`).
 
 ``direct_tensor_inputs``: no signature under gate takes a DT_STRING input (serialized
-tf.Example) unless allowlisted.
+tf.Example) unless allowlisted, and every input's declared dtype is the dtype of the graph tensor
+it names. TF Serving feeds inputs by tensor name, so the graph's dtype is what TF accepts: an
+input the SignatureDef declares DT_FLOAT that is a DT_STRING placeholder (TF Serving's own
+``saved_model_half_plus_three`` ``tensorflow/serving/regress``) is checked as the string input
+it is, and the disagreement itself fails the gate (clients follow the declaration: model
+metadata, REST's JSON decoding). A disagreement is not allowlistable: fix the SignatureDef.
 
 Neither gate needs a server.
 """
@@ -22,6 +27,7 @@ from pytest_tfserving.gates.context import GateContext
 from pytest_tfserving.gates.result import GateResult
 from pytest_tfserving.graph import (
     AllowEntry,
+    InputDtype,
     OpFinding,
     SavedModelGraph,
     allow_entries,
@@ -44,6 +50,15 @@ INPUT_REMEDY = (
     "graph with tf.math.floormod. If the input must stay a string, allowlist it with a reason: "
     "--tfs-string-input-allow='signature/input=reason' (or "
     "@pytest.mark.tfs_direct_inputs(allow=[...]))."
+)
+
+
+DTYPE_REMEDY = (
+    "Remedy: re-export the model so that each SignatureDef input declares the dtype of the "
+    "tensor it names (build it with tf.compat.v1.saved_model.build_tensor_info(tensor), or "
+    "export a TF2 tf.function with an input_signature). TF feeds by tensor name and rejects a "
+    "feed of another dtype, while clients build their requests from the declared dtype. This "
+    "is a broken signature, not a style choice, so no allowlist covers it."
 )
 
 
@@ -216,16 +231,23 @@ def check_direct_inputs(ctx: GateContext) -> GateResult:
     graph = model_graph(ctx)
     flagged: list[dict[str, Any]] = []
     allowed: list[dict[str, Any]] = []
+    mismatches: list[InputDtype] = []
     used: set[AllowEntry] = set()
     for name in signatures:
         signature = ctx.model.signature(name)
         parsers = sorted({f"{f.op_type} '{f.node}'" for f in graph.findings(name)
                           if f.family and "parsing" in f.family})
+        dtypes = {d.key: d for d in graph.input_dtypes(name)}
+        mismatches += [d for d in dtypes.values() if d.problem]
         for key, spec in signature.inputs.items():
-            if not spec.is_string:
+            checked = dtypes.get(key)
+            dtype = checked.effective if checked else spec.dtype
+            if dtype != "DT_STRING":
                 continue
             item: dict[str, Any] = {
-                "signature": name, "input": key, "tensor": spec.tensor_name, "dtype": spec.dtype,
+                "signature": name, "input": key, "tensor": spec.tensor_name, "dtype": dtype,
+                "declared_dtype": spec.dtype,
+                "graph_dtype": checked.graph if checked else None,
                 "shape": None if spec.shape is None else list(spec.shape),
                 "method_name": signature.method_name, "parsed_by": parsers}
             entry = next((e for e in entries if e.matches_input(name, key)), None)
@@ -239,8 +261,10 @@ def check_direct_inputs(ctx: GateContext) -> GateResult:
     for item in flagged[:_SHOWN]:
         what = ("serialized tf.Example, parsed on the serving path by "
                 + ", ".join(item["parsed_by"])) if item["parsed_by"] else "string tensor"
+        declared = ("" if item["declared_dtype"] == "DT_STRING"
+                    else f" in the graph, although the signature declares {item['declared_dtype']}")
         line = (f"signature {item['signature']!r} input {item['input']!r} "
-                f"({item['tensor']}) is DT_STRING ({what})")
+                f"({item['tensor']}) is DT_STRING{declared} ({what})")
         if item["method_name"].endswith(("/classify", "/regress")):
             line += ("; the Classify/Regress APIs always send tf.Example, so serve latency-"
                      "critical traffic through a predict signature with direct tensors")
@@ -249,9 +273,17 @@ def check_direct_inputs(ctx: GateContext) -> GateResult:
         lines.append(f"... and {len(flagged) - _SHOWN} more (JSON report: gates[].details)")
     if flagged:
         lines.append(INPUT_REMEDY)
-    else:
+    for mismatch in mismatches[:_SHOWN]:
+        lines.append(f"signature {mismatch.signature!r} input {mismatch.key!r}: "
+                     f"{mismatch.problem}")
+    if len(mismatches) > _SHOWN:
+        lines.append(f"... and {len(mismatches) - _SHOWN} more dtype mismatch(es) (JSON report: "
+                     "gates[].details.dtype_mismatches)")
+    if mismatches:
+        lines.append(DTYPE_REMEDY)
+    if not flagged and not mismatches:
         lines.append(f"every input of {len(signatures)} signature(s) ({', '.join(signatures)}) "
-                     "is a direct (non-string) tensor"
+                     "is a direct (non-string) tensor of its declared dtype"
                      + (f" apart from {len(allowed)} allowlisted" if allowed else ""))
     if allowed:
         lines.append("allowlisted: " + "; ".join(
@@ -259,12 +291,15 @@ def check_direct_inputs(ctx: GateContext) -> GateResult:
     lines += [f"warning: {w}" for w in warned]
     return GateResult(
         name="direct_tensor_inputs",
-        passed=not flagged,
-        threshold={"string_inputs": 0},
+        passed=not flagged and not mismatches,
+        threshold={"string_inputs": 0, "dtype_mismatches": 0},
         measured={"string_inputs": len(flagged), "allowlisted": len(allowed),
                   "inputs": ",".join(f"{f['signature']}/{f['input']}" for f in flagged),
+                  "dtype_mismatches": len(mismatches),
+                  "mismatched_inputs": ",".join(f"{m.signature}/{m.key}" for m in mismatches),
                   "signatures": len(signatures)},
         message="\n".join(lines),
         details={"findings": flagged, "allowed": allowed,
+                 "dtype_mismatches": [m.as_dict() for m in mismatches],
                  "allowlist": [e.as_dict() for e in entries], "warnings": warned},
     )

@@ -1,10 +1,15 @@
-"""Startup order, the load thread, signals and shutdown.
+"""Startup order, the manager thread, signals and shutdown.
 
-1. Parse flags (exit 2 on a bad command line, one line naming the flag).
-2. Bind gRPC (and REST) first, so GetModelStatus answers START -> LOADING -> AVAILABLE.
-3. Load the latest version in a thread, replay warmup, then AVAILABLE; on any failure END with the
-   reason in the status, and keep answering until stopped.
-4. SIGTERM / SIGINT: stop both front ends and the batch threads, exit 0.
+1. Parse flags and read every config file (exit 2 on a bad command line, 1 on a bad file, one
+   line naming the value; a bad ModelServerConfig reads as TF Serving's parse error).
+2. Bind gRPC (TCP and/or UNIX socket) and REST first, so GetModelStatus answers
+   START -> LOADING -> AVAILABLE while models load. (TF Serving binds after the initial load.)
+3. The manager thread applies the model config, polls base paths every
+   ``--file_system_poll_wait_seconds`` and the config file every
+   ``--model_config_file_poll_wait_seconds``. A config TF Serving refuses at start (e.g. a label
+   on a version that is not AVAILABLE) stops the server with TF Serving's error; a version that
+   fails to load ends in END with the reason and the process keeps answering.
+4. SIGTERM / SIGINT: stop polling, both front ends and the batch threads, exit 0.
 """
 
 from __future__ import annotations
@@ -14,30 +19,53 @@ import gc
 import signal
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
-
-import grpc
+from typing import TYPE_CHECKING
 
 from pytest_tfserving.batching import BatchingParameters, read_batching_file
-from pytest_tfserving.errors import ConfigError, ModelError
+from pytest_tfserving.errors import ConfigError
 from pytest_tfserving.server.flags import (
     FlagError,
     MonitoringConfig,
     ServerFlags,
+    parse_channel_arguments,
     parse_flags,
     read_monitoring_config,
 )
 from pytest_tfserving.server.logs import setup_logging
+from pytest_tfserving.server.model_config import (
+    ModelConfig,
+    read_model_config,
+    single_model_config,
+)
+
+if TYPE_CHECKING:
+    import grpc
+
+    from pytest_tfserving.server.core import Core
+    from pytest_tfserving.server.manager import ModelManager
+    from pytest_tfserving.server.rest import RestServer
+    from pytest_tfserving.server.servable import Servable
+
+VERSION = "pytest-tfserving bundled ModelServer (TF Serving API compatible)"
 
 
-class _LoadError(Exception):
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+@dataclass(frozen=True)
+class StartConfig:
+    """Everything read from files before anything starts."""
+
+    flags: ServerFlags
+    models: list[ModelConfig]
+    monitoring: MonitoringConfig
+    batching: BatchingParameters | None
+    credentials: grpc.ServerCredentials | None
+    session_config: bytes  # serialized ConfigProto (--tensorflow_session_config_file)
 
 
-def _configs(flags: ServerFlags) -> tuple[MonitoringConfig, BatchingParameters | None]:
+def _read_files(flags: ServerFlags) -> StartConfig:
+    from pytest_tfserving.server.tls import read_ssl_credentials
+
     monitoring = MonitoringConfig()
     if flags.monitoring_config_file:
         monitoring = read_monitoring_config(flags.monitoring_config_file)
@@ -45,139 +73,185 @@ def _configs(flags: ServerFlags) -> tuple[MonitoringConfig, BatchingParameters |
     if flags.enable_batching:
         batching = (read_batching_file(Path(flags.batching_parameters_file))
                     if flags.batching_parameters_file else BatchingParameters())
-    return monitoring, batching
+    models = (read_model_config(flags.model_config_file) if flags.model_config_file
+              else single_model_config(flags.model_name, flags.model_base_path))
+    credentials = read_ssl_credentials(flags.ssl_config_file) if flags.ssl_config_file else None
+    session_config = b""
+    if flags.tensorflow_session_config_file:
+        session_config = read_session_config(flags.tensorflow_session_config_file)
+    return StartConfig(flags, models, monitoring, batching, credentials, session_config)
+
+
+def read_session_config(path: str) -> bytes:
+    from google.protobuf import text_format
+    from tensorflow.core.protobuf import config_pb2
+
+    proto = config_pb2.ConfigProto()
+    try:
+        text_format.Parse(Path(path).read_text(), proto)
+    except OSError as exc:
+        raise ConfigError(f"Cannot read --tensorflow_session_config_file {path!r}: "
+                          f"{exc.strerror}") from None
+    except text_format.ParseError as exc:
+        raise ConfigError(f"Error parsing text-format tensorflow.ConfigProto: {exc} "
+                          f"(in {path})") from None
+    return bytes(proto.SerializeToString())
 
 
 def main(argv: list[str]) -> int:
     try:
         flags = parse_flags(argv)
-        monitoring, batching = _configs(flags)
-    except (FlagError, ConfigError) as exc:
+    except FlagError as exc:
         print(f"pytest_tfserving.server: {exc}".replace("\n", " "), file=sys.stderr)
         return 2
-    log = setup_logging()
-    if flags.file_system_poll_wait_seconds != 1:
-        log.info("--file_system_poll_wait_seconds=%d accepted: the bundled server loads the "
-                 "latest version once and does not poll", flags.file_system_poll_wait_seconds)
+    if flags.version:
+        print(f"TensorFlow ModelServer: {VERSION}")
+        return 0
     try:
-        return asyncio.run(_serve(flags, monitoring, batching))
+        start = _read_files(flags)
+    except (FlagError, ConfigError) as exc:
+        print(f"Failed to start server. Error: {exc}".replace("\n", " "), file=sys.stderr)
+        return 1
+    log = setup_logging()
+    for line in flags.ignored_given():
+        log.info("%s", line)
+    try:
+        return asyncio.run(_serve(start))
     except OSError as exc:
         log.error("%s", exc)
         return 1
 
 
-def _load(core: object, flags: ServerFlags) -> None:
-    from pytest_tfserving.server.core import Core
-    from pytest_tfserving.server.logs import get_logger
-    from pytest_tfserving.server.servable import find_version_dir, load_servable
-    from pytest_tfserving.server.state import AVAILABLE, END, LOADING
-    from pytest_tfserving.server.warmup import WarmupError, run_warmup
+def _settle_memory() -> None:
+    # what loading built lives as long as the version: keep the collector from walking it again
+    # (a full collection over a TensorFlow heap is a tail-latency spike of its own)
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
-    assert isinstance(core, Core)
-    log = get_logger()
-    name = flags.model_name
-    version = 0
-    try:
-        try:
-            version, version_dir = find_version_dir(flags.model_base_path)
-        except ModelError as exc:
-            log.error("No versions of servable %s found under base path %s: %s", name,
-                      flags.model_base_path, exc)
-            raise _LoadError(grpc.StatusCode.NOT_FOUND, str(exc)) from None
-        sid = f"{{name: {name} version: {version}}}"
-        core.state.set(LOADING, version)
-        log.info("Loading servable version %s", sid)
-        use_tflite = flags.prefer_tflite_model and (version_dir / "model.tflite").is_file()
-        log.info("Reading %s from: %s", "TFLite model" if use_tflite else "SavedModel",
-                 version_dir)
-        try:
-            if use_tflite:
-                from pytest_tfserving.server.tflite_servable import load_tflite_servable
 
-                servable = load_tflite_servable(name, version, version_dir)
-            else:
-                servable = load_servable(name, version, version_dir)
-        except ModelError as exc:
-            raise _LoadError(grpc.StatusCode.DATA_LOSS, str(exc)) from None
-        except Exception as exc:  # noqa: BLE001 - TF raises many kinds on a bad SavedModel
-            raise _LoadError(grpc.StatusCode.INVALID_ARGUMENT,
-                             f"Failed to load SavedModel {version_dir}: "
-                             f"{type(exc).__name__}: {exc}") from None
-        log.info("SavedModel load for tags { serve }; Status: success. Signatures: %s",
-                 ", ".join(sorted(servable.signatures)))
-        core.servable = servable
+def _build_manager(start: StartConfig, core_box: list[Core]) -> ModelManager:
+    from pytest_tfserving.server.loading import make_loader
+    from pytest_tfserving.server.manager import ModelManager, RetryPolicy
+    from pytest_tfserving.server.warmup import warmup_or_raise
+
+    flags = start.flags
+
+    def on_available(servable: Servable) -> None:
         if flags.enable_model_warmup:
-            try:
-                run_warmup(core, servable, flags.num_request_iterations_for_warmup)
-            except WarmupError as exc:
-                raise _LoadError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
-        else:
-            log.info("Model warmup is disabled (--enable_model_warmup=false)")
-        # what loading built lives as long as the server: keep the collector from walking it
-        # again (a full collection over a TensorFlow heap is a tail-latency spike of its own)
-        gc.collect()
-        gc.freeze()
-        core.state.set(AVAILABLE, version)
-        log.info("Successfully loaded servable version %s", sid)
-    except _LoadError as exc:
-        core.servable = None
-        core.state.set(END, version, exc.code, exc.message)
-        log.error("Loading servable: {name: %s version: %d} failed: %s: %s", name, version,
-                  exc.code.name, exc.message)
-    except Exception as exc:  # noqa: BLE001 - the process must keep answering status
-        core.servable = None
-        core.state.set(END, version, grpc.StatusCode.UNKNOWN, f"{type(exc).__name__}: {exc}")
-        log.exception("Loading servable: {name: %s version: %d} failed", name, version)
+            warmup_or_raise(core_box[0], servable, flags.warmup_iterations)
+        _settle_memory()
+
+    def on_unload(servable: Servable) -> None:
+        core_box[0].forget(servable)
+        servable.close()
+        _settle_memory()
+
+    retry = RetryPolicy(flags.max_num_load_retries,
+                        max(0.0, flags.load_retry_interval_micros / 1e6))
+    return ModelManager(make_loader(flags, start.session_config), on_available, on_unload, retry,
+                        flags.allow_version_labels_for_unavailable_models)
 
 
-async def _serve(flags: ServerFlags, monitoring: MonitoringConfig,
-                 batching: BatchingParameters | None) -> int:
-    import tensorflow as tf
+def _manage(manager: ModelManager, start: StartConfig, stop: threading.Event,
+            fatal: list[str]) -> None:
+    """The manager thread: initial config, then polling until ``stop``."""
+    from pytest_tfserving.server.logs import get_logger
+    from pytest_tfserving.server.manager import run_polling
+    from pytest_tfserving.server.status import ServingError
 
-    from pytest_tfserving.server.core import Core
-    from pytest_tfserving.server.grpc_service import build_server
+    log = get_logger()
+    flags = start.flags
+    try:
+        manager.apply(start.models)
+    except ServingError as exc:
+        log.error("Failed to start server. Error: %s: %s", exc.code_name, exc.message)
+        fatal.append(exc.message)
+        stop.set()
+        return
+
+    def poll_config() -> None:
+        try:
+            models = read_model_config(flags.model_config_file)
+        except ConfigError as exc:
+            log.error("Failed to read ModelServerConfig file: %s", exc)
+            return
+        try:
+            manager.apply(models)
+        except ServingError as exc:
+            log.error("PollFilesystemAndReloadConfig failed to ReloadConfig: %s", exc.message)
+
+    config_poll = poll_config if flags.model_config_file else None
+    run_polling(manager, stop, flags.file_system_poll_wait_seconds, config_poll,
+                flags.model_config_file_poll_wait_seconds)
+
+
+async def _serve(start: StartConfig) -> int:
+    from pytest_tfserving.server.core import Core, RequestOptions
+    from pytest_tfserving.server.grpc_service import GrpcListen, build_server
     from pytest_tfserving.server.logs import get_logger
     from pytest_tfserving.server.metrics import Metrics
-    from pytest_tfserving.server.rest import RestApi, RestServer
-    from pytest_tfserving.server.state import ModelState
 
     log = get_logger()
-    if flags.tensorflow_intra_op_parallelism:
-        tf.config.threading.set_intra_op_parallelism_threads(
-            flags.tensorflow_intra_op_parallelism)
-    if flags.tensorflow_inter_op_parallelism:
-        tf.config.threading.set_inter_op_parallelism_threads(
-            flags.tensorflow_inter_op_parallelism)
-    if batching is not None:
-        log.info("Batching enabled: %s", batching.as_dict())
-    core = Core(flags.model_name, ModelState(flags.model_name), Metrics(), batching)
-    server, port = build_server(core, f"{flags.bind_address}:{flags.port}")
+    flags = start.flags
+    if start.batching is not None:
+        log.info("Batching enabled: %s", start.batching.as_dict())
+    core_box: list[Core] = []
+    manager = _build_manager(start, core_box)
+    core = Core(manager, Metrics(), start.batching,
+                RequestOptions(flags.enable_signature_method_name_check,
+                               flags.enable_serialization_as_tensor_content))
+    core_box.append(core)
+    listen = GrpcListen(
+        tcp_address=f"{flags.bind_address}:{flags.port}" if flags.port else None,
+        socket_path=flags.grpc_socket_path,
+        channel_arguments=tuple(parse_channel_arguments(flags.grpc_channel_arguments)),
+        credentials=start.credentials, health=flags.enable_grpc_healthcheck_service)
+    server, port = build_server(core, listen)
     await server.start()
-    log.info("Running gRPC ModelServer at %s:%d ...", flags.bind_address, port)
-    rest: RestServer | None = None
-    if flags.rest_api_port:
-        metrics_path = monitoring.prometheus_path if monitoring.prometheus_enabled else None
-        rest = RestServer(RestApi(core, metrics_path, flags.rest_api_timeout_in_ms / 1000),
-                          flags.bind_address, flags.rest_api_port)
-        rest.start()
-        log.info("Exporting HTTP/REST API at:%s:%d ...", flags.bind_address, rest.port)
-        if metrics_path:
-            log.info("Prometheus metrics at http://%s:%d%s", flags.bind_address, rest.port,
-                     metrics_path)
-    elif monitoring.prometheus_enabled:
-        log.warning("Prometheus is enabled but --rest_api_port is 0: metrics are not exported")
+    if port:
+        log.info("Running gRPC ModelServer at %s:%d ...", flags.bind_address, port)
+    if flags.grpc_socket_path:
+        log.info("Running gRPC ModelServer at UNIX socket %s ...", flags.grpc_socket_path)
+    rest = _start_rest(core, start)
 
-    stop = asyncio.Event()
+    stop = threading.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loader = threading.Thread(target=_load, args=(core, flags), name="loader", daemon=True)
-    loader.start()
-    await stop.wait()
-    log.info("Received a stop signal; shutting down")
+    fatal: list[str] = []
+    manager_thread = threading.Thread(target=_manage, args=(manager, start, stop, fatal),
+                                      name="manager", daemon=True)
+    manager_thread.start()
+    await loop.run_in_executor(None, stop.wait)
+    manager.stop()
+    log.info("Received a stop signal; shutting down" if not fatal else "Stopping")
     await server.stop(0.5)
     if rest is not None:
         rest.stop()
     core.close()
     log.info("Server stopped")
-    return 0
+    return 1 if fatal else 0
+
+
+def _start_rest(core: Core, start: StartConfig) -> RestServer | None:
+    from pytest_tfserving.server.logs import get_logger
+    from pytest_tfserving.server.rest import RestApi, RestServer
+
+    log = get_logger()
+    flags, monitoring = start.flags, start.monitoring
+    if not flags.rest_api_port:
+        if monitoring.prometheus_enabled:
+            log.warning("Prometheus is enabled but --rest_api_port is 0: metrics are not "
+                        "exported")
+        return None
+    metrics_path = monitoring.prometheus_path if monitoring.prometheus_enabled else None
+    api = RestApi(core, metrics_path, flags.rest_api_timeout_in_ms / 1000,
+                   flags.rest_api_num_threads, flags.rest_api_enable_cors_support)
+    rest = RestServer(api, flags.bind_address, flags.rest_api_port)
+    rest.start()
+    log.info("Exporting HTTP/REST API at:%s:%d ...", flags.bind_address, rest.port)
+    if metrics_path:
+        log.info("Prometheus metrics at http://%s:%d%s", flags.bind_address, rest.port,
+                 metrics_path)
+    return rest

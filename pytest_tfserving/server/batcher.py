@@ -37,7 +37,7 @@ from pytest_tfserving.server.metrics import Metrics
 from pytest_tfserving.server.servable import Arrays, SignatureRunner
 from pytest_tfserving.server.status import ServingError, invalid, precondition, unavailable
 
-QueueKey = tuple[str, tuple[str, ...], tuple[str, ...]]
+QueueKey = tuple[int, tuple[str, ...], tuple[str, ...]]  # (id(runner), inputs, outputs)
 
 
 @dataclass
@@ -61,6 +61,9 @@ class _Queue:
     runner: SignatureRunner
     open: _Batch = field(default_factory=_Batch)
     closed: deque[_Batch] = field(default_factory=deque)
+
+    def idle(self) -> bool:
+        return not self.closed and not self.open.tasks
 
 
 def task_size(arrays: Mapping[str, np.ndarray[Any, Any]]) -> int:
@@ -112,11 +115,9 @@ def merge_inputs(key: str, parts: list[np.ndarray[Any, Any]], pad_variable: bool
 class BatchScheduler:
     """Queues tasks and runs merged batches on ``threads`` worker threads."""
 
-    def __init__(self, params: BatchingParameters, metrics: Metrics, threads: int,
-                 model_name: str) -> None:
+    def __init__(self, params: BatchingParameters, metrics: Metrics, threads: int) -> None:
         self.params = params
         self._metrics = metrics
-        self._model_name = model_name
         self._timeout_s = params.batch_timeout_micros / 1e6
         self._cond = threading.Condition()
         self._queues: dict[QueueKey, _Queue] = {}
@@ -127,6 +128,13 @@ class BatchScheduler:
         ]
         for t in self._threads:
             t.start()
+
+    def forget(self, runners: list[SignatureRunner]) -> None:
+        """Drop the queues of unloaded runners (a queue holds its runner alive)."""
+        gone = {id(r) for r in runners}
+        with self._cond:
+            for key in [k for k, q in self._queues.items() if k[0] in gone and q.idle()]:
+                del self._queues[key]
 
     # -- enqueue ---------------------------------------------------------------------------
     def submit(self, runner: SignatureRunner, arrays: Mapping[str, np.ndarray[Any, Any]],
@@ -156,7 +164,7 @@ class BatchScheduler:
         if size > limit:
             raise invalid(f"Task size {size} is larger than maximum input batch size {limit}")
         self._metrics.record_input_batch_size(size, len(arrays))
-        key: QueueKey = (runner.name, tuple(sorted(arrays)), outputs)
+        key: QueueKey = (id(runner), tuple(sorted(arrays)), outputs)
         with self._cond:
             if self._stopping:
                 raise unavailable("The model server is shutting down")
@@ -244,7 +252,7 @@ class BatchScheduler:
                 }
             self._metrics.record_batch(size, padded, [(now - t.enqueued) * 1e6 for t in tasks])
             outputs = runner.run(merged)
-            self._metrics.record_runtime(self._model_name, "Predict",
+            self._metrics.record_runtime(runner.model_name, "Predict",
                                          (time.monotonic() - now) * 1e6)
             for value in outputs.values():
                 if value.ndim == 0:

@@ -68,7 +68,7 @@ def prepare(core: Core, request: Any, method: str, servable: Servable | None = N
     runner = core.signature(servable, request.model_spec.signature_name)
     key = string_input(runner, method)
     examples = serialized_examples(request.input)
-    core.metrics.record_examples(core.model_name, len(examples))
+    core.metrics.record_examples(servable.name, len(examples))
     return servable, runner, key, examples
 
 

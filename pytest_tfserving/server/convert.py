@@ -127,14 +127,45 @@ def output_keys(runner: SignatureRunner, output_filter: Iterable[str]) -> tuple[
     return keys
 
 
-def encode_outputs(outputs: Arrays, keys: Iterable[str], target: Any) -> None:
-    """Write the selected outputs into ``response.outputs`` (a TensorProto map)."""
+# Tensor::AsProtoField: the typed repeated field for each numpy kind (TF Serving's default answer)
+_FIELD_BY_NUMPY: dict[str, str] = {
+    "float32": "float_val", "float64": "double_val", "int32": "int_val", "int16": "int_val",
+    "int8": "int_val", "uint8": "int_val", "uint16": "int_val", "int64": "int64_val",
+    "uint32": "uint32_val", "uint64": "uint64_val", "bool": "bool_val",
+    "complex64": "scomplex_val", "complex128": "dcomplex_val",
+}
+
+
+def _typed_fields(arr: np.ndarray[Any, Any], proto: Any) -> bool:
+    """Write ``arr`` into its typed repeated field, as TF Serving answers by default; False
+    when the dtype has no such field here (the caller falls back to tensor_content)."""
+    dt = DTYPE_BY_NUMPY.get(arr.dtype.newbyteorder("="))
+    name = _FIELD_BY_NUMPY.get(arr.dtype.name)
+    if dt is None or name is None:
+        return False
+    proto.dtype = dt
+    flat = arr.reshape(-1)
+    if arr.dtype.kind == "c":
+        flat = np.stack([flat.real, flat.imag], axis=-1).reshape(-1)
+    getattr(proto, name).extend(flat.tolist())
+    for d in arr.shape:
+        proto.tensor_shape.dim.add().size = d
+    return True
+
+
+def encode_outputs(outputs: Arrays, keys: Iterable[str], target: Any,
+                   tensor_content: bool = False) -> None:
+    """Write the selected outputs into ``response.outputs`` (a TensorProto map): typed fields
+    (``float_val`` ...) as TF Serving does, or ``tensor_content`` with
+    ``--enable_serialization_as_tensor_content``."""
     for key in keys:
         arr = outputs[key]
         proto = target[key]
         dt = DTYPE_BY_NUMPY.get(arr.dtype) if _LITTLE and arr.dtype.isnative else None
         if dt is None or dt == DT_STRING:
             from_numpy(arr, proto=proto)
+            continue
+        if not tensor_content and _typed_fields(arr, proto):
             continue
         # what from_numpy writes for a native little-endian numeric array, minus its checks
         proto.dtype = dt

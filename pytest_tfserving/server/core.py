@@ -13,56 +13,54 @@ import concurrent.futures as cf
 import os
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from pytest_tfserving.batching import BatchingParameters
-from pytest_tfserving.model import DEFAULT_SIGNATURE
+from pytest_tfserving.model import DEFAULT_SIGNATURE, PREDICT_METHOD
 from pytest_tfserving.server.batcher import BatchScheduler
 from pytest_tfserving.server.convert import decode_inputs, encode_outputs, output_keys
+from pytest_tfserving.server.manager import ModelManager
 from pytest_tfserving.server.metrics import Metrics
 from pytest_tfserving.server.servable import Arrays, Servable, SignatureRunner
-from pytest_tfserving.server.state import AVAILABLE, ModelState
-from pytest_tfserving.server.status import not_found, precondition
+from pytest_tfserving.server.status import precondition
+
+
+@dataclass(frozen=True)
+class RequestOptions:
+    """Flags that change how requests are answered."""
+
+    method_name_check: bool = False  # --enable_signature_method_name_check
+    tensor_content: bool = False  # --enable_serialization_as_tensor_content
 
 
 class Core:
-    """One model, its state, its executor (direct or batched) and its metrics."""
+    """Every served model (through the manager), the executor (direct or batched), metrics."""
 
-    def __init__(self, model_name: str, state: ModelState, metrics: Metrics,
-                 batching: BatchingParameters | None) -> None:
-        self.model_name = model_name
-        self.state = state
+    def __init__(self, manager: ModelManager, metrics: Metrics,
+                 batching: BatchingParameters | None,
+                 options: RequestOptions = RequestOptions()) -> None:
+        self.manager = manager
         self.metrics = metrics
         self.batching = batching
-        self.servable: Servable | None = None
+        self.options = options
         cores = os.cpu_count() or 1
         self._pool = cf.ThreadPoolExecutor(max_workers=max(2, cores), thread_name_prefix="model")
         self.scheduler: BatchScheduler | None = None
         if batching is not None:
-            self.scheduler = BatchScheduler(batching, metrics, batching.effective_threads(cores),
-                                            model_name)
+            self.scheduler = BatchScheduler(batching, metrics, batching.effective_threads(cores))
 
     # -- lookup ----------------------------------------------------------------------------
     def resolve(self, model_spec: Any) -> Servable:
         """The servable for ``model_spec`` (name, version or version_label), or NOT_FOUND."""
-        name = model_spec.name
-        servable = self.servable
-        if model_spec.HasField("version"):
-            request = f"Specific({name}, {model_spec.version.value})"
-        elif model_spec.version_label:
-            request = f"Specific({name}, label {model_spec.version_label})"
-        else:
-            request = f"Latest({name})"
-        if (servable is None or name != self.model_name
-                or self.state.get().state != AVAILABLE):
-            raise not_found(f"Servable not found for request: {request}")
-        if model_spec.HasField("version") and model_spec.version.value != servable.version:
-            raise not_found(f"Servable not found for request: {request}")
-        if model_spec.version_label:  # no version labels are configured here
-            raise not_found(f"Unrecognized servable version label: {model_spec.version_label}")
-        return servable
+        return self.manager.resolve(model_spec)
+
+    def forget(self, servable: Servable) -> None:
+        """An unloaded servable: drop its batching queues."""
+        if self.scheduler is not None:
+            self.scheduler.forget(list(servable.signatures.values()))
 
     def signature(self, servable: Servable, name: str) -> SignatureRunner:
         key = name or DEFAULT_SIGNATURE
@@ -90,7 +88,7 @@ class Core:
                     api: str) -> Arrays:
         t0 = time.monotonic()
         out = runner.run(arrays)
-        self.metrics.record_runtime(self.model_name, api, (time.monotonic() - t0) * 1e6)
+        self.metrics.record_runtime(runner.model_name, api, (time.monotonic() - t0) * 1e6)
         return out
 
     # -- Predict ---------------------------------------------------------------------------
@@ -99,6 +97,9 @@ class Core:
         if servable is None:  # warmup passes the servable: TF Serving ignores its model_spec
             servable = self.resolve(request.model_spec)
         runner = self.signature(servable, request.model_spec.signature_name)
+        if self.options.method_name_check and runner.method_name != PREDICT_METHOD:
+            raise precondition(f"Expected prediction signature method_name to be one of "
+                               f"{{{PREDICT_METHOD}}}. Was: {runner.method_name}")
         arrays = decode_inputs(runner, request.inputs)
         keys = output_keys(runner, request.output_filter)
         return servable, runner, arrays, keys
@@ -112,7 +113,7 @@ class Core:
         spec.name = servable.name
         spec.version.value = servable.version
         spec.signature_name = runner.name
-        encode_outputs(outputs, keys, response.outputs)
+        encode_outputs(outputs, keys, response.outputs, self.options.tensor_content)
         return response
 
     async def predict_async(self, request: Any) -> Any:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -16,7 +18,6 @@ from tensorflow_serving.apis import (
 from pytest_tfserving.server import classify, multi_inference
 from pytest_tfserving.server.core import Core
 from pytest_tfserving.server.logs import get_logger
-from pytest_tfserving.server.state import END
 from pytest_tfserving.server.status import ServingError, grpc_code_value
 
 _OK = "OK"
@@ -72,21 +73,32 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer): 
 
 def status_response(core: Core, model_spec: Any) -> Any:
     """GetModelStatusResponse for ``model_spec``; raises NOT_FOUND as TF Serving."""
-    from pytest_tfserving.server.status import not_found
-
-    name = model_spec.name
-    st = core.state.get()
-    if name != core.model_name:
-        raise not_found(f"Could not find any versions of model {name}")
-    if model_spec.HasField("version") and model_spec.version.value != st.version:
-        raise not_found(f"Could not find version {model_spec.version.value} of model {name}")
     response = get_model_status_pb2.GetModelStatusResponse()
-    mvs = response.model_version_status.add()
-    mvs.version = st.version
-    mvs.state = st.state
-    if st.state == END or st.error_message:
+    for st in core.manager.statuses(model_spec):
+        mvs = response.model_version_status.add()
+        mvs.version = st.version
+        mvs.state = st.state
         mvs.status.error_code = grpc_code_value(st.error_code)
         mvs.status.error_message = st.error_message
+    return response
+
+
+def reload_config(core: Core, request: Any) -> Any:
+    """HandleReloadConfigRequest: validate and apply the new ModelServerConfig (the new models
+    are loaded before it answers, as ServerCore::ReloadConfig waits for them)."""
+    from tensorflow_serving.apis import model_management_pb2
+
+    from pytest_tfserving.errors import ConfigError
+    from pytest_tfserving.server.model_config import from_proto
+    from pytest_tfserving.server.status import invalid
+
+    try:
+        models = from_proto(request.config, "ReloadConfigRequest")
+    except ConfigError as exc:
+        raise invalid(str(exc)) from None
+    core.manager.apply(models)
+    response = model_management_pb2.ReloadConfigResponse()
+    response.status.error_code = 0
     return response
 
 
@@ -101,22 +113,51 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):  # type: ignore
         return await _call(self.core, None, request, context, run())
 
     async def HandleReloadConfigRequest(self, request: Any, context: Any) -> Any:  # noqa: N802
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                            "The bundled server serves one model; config reload is not supported")
+        loop = asyncio.get_running_loop()
+        return await _call(self.core, None, request, context,
+                           loop.run_in_executor(None, reload_config, self.core, request))
 
 
-def build_server(core: Core, address: str) -> tuple[grpc.aio.Server, int]:
-    """A grpc.aio server bound to ``address``; returns it and the bound port."""
-    server = grpc.aio.server(options=[
+@dataclass(frozen=True)
+class GrpcListen:
+    """Where and how the gRPC front end listens."""
+
+    tcp_address: str | None  # "host:port"; None: no TCP listener (--port=0)
+    socket_path: str = ""  # --grpc_socket_path
+    channel_arguments: tuple[tuple[str, int | str], ...] = ()
+    credentials: grpc.ServerCredentials | None = None  # --ssl_config_file
+    health: bool = False  # --enable_grpc_healthcheck_service
+
+
+def build_server(core: Core, listen: GrpcListen) -> tuple[grpc.aio.Server, int]:
+    """A grpc.aio server on ``listen``; returns it and the bound TCP port (0 when none)."""
+    options: list[tuple[str, Any]] = [
         ("grpc.max_receive_message_length", 1 << 30),
         ("grpc.max_send_message_length", 1 << 30),
         ("grpc.so_reuseport", 0),
-    ])
+    ]
+    options += list(listen.channel_arguments)  # later entries win, as in ServerBuilder
+    server = grpc.aio.server(options=options)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionService(core), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(core), server)
+    if listen.health:
+        from pytest_tfserving.server.health import add_health_service
+
+        add_health_service(server, core)
+    port = 0
+    if listen.tcp_address is not None:
+        port = _bind(server, listen.tcp_address, listen.credentials)
+    if listen.socket_path:
+        _bind(server, f"unix:{listen.socket_path}", listen.credentials)
+    return server, port
+
+
+def _bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None
+          ) -> int:
     try:
-        port = server.add_insecure_port(address)
+        port = int(server.add_secure_port(address, credentials) if credentials is not None
+                   else server.add_insecure_port(address))
     except RuntimeError as exc:  # grpcio >= 1.5x raises instead of returning 0
         port = 0
         detail = f": {exc}"
@@ -124,4 +165,4 @@ def build_server(core: Core, address: str) -> tuple[grpc.aio.Server, int]:
         detail = ""
     if port == 0:
         raise OSError(f"Failed to bind gRPC to {address} (address already in use?){detail}")
-    return server, port
+    return port

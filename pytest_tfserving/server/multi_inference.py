@@ -89,7 +89,7 @@ def plan(core: Core, request: Any, servable: Servable | None = None
         key = classify.string_input(runner, task.method_name)
         planned.append(Task(runner, key, task.method_name))
     examples = classify.serialized_examples(request.input)
-    core.metrics.record_examples(core.model_name, len(examples))
+    core.metrics.record_examples(servable.name, len(examples))
     return servable, planned, examples
 
 

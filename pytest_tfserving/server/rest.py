@@ -229,11 +229,26 @@ def regression_json(result: Any) -> dict[str, Any]:
     return {"results": [_decimal(r.value) for r in result.regressions]}
 
 
+CORS_HEADERS = (("Access-Control-Allow-Origin", "*"),  # http_rest_api_util.cc AddCORSHeaders
+                ("Access-Control-Allow-Methods", "POST, GET"),
+                ("Access-Control-Allow-Headers", "Content-Type"))
+
+
 class RestApi:
-    def __init__(self, core: Core, metrics_path: str | None, timeout_s: float) -> None:
+    def __init__(self, core: Core, metrics_path: str | None, timeout_s: float,
+                 threads: int = 64, cors: bool = False) -> None:
         self.core = core
         self.metrics_path = metrics_path
         self.timeout_s = timeout_s
+        self.cors = cors
+        self.slots = threading.BoundedSemaphore(max(1, threads))  # --rest_api_num_threads
+
+    def preflight(self, origin: str) -> tuple[int, str, str]:
+        """OPTIONS: TF Serving answers OK when the Origin header is an http(s) URL."""
+        if re.search(r"https?://", origin):
+            return 200, "application/json", ""
+        return 400, "application/json", json.dumps(
+            {"error": "Origin header is missing in CORS preflight"})
 
     def _spec(self, m: re.Match[str]) -> Any:
         from tensorflow_serving.apis import model_pb2
@@ -342,7 +357,11 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         try:
-            status, ctype, text = self.api.handle(method, self.path, body)
+            with self.api.slots:
+                if method == "OPTIONS":
+                    status, ctype, text = self.api.preflight(self.headers.get("Origin") or "")
+                else:
+                    status, ctype, text = self.api.handle(method, self.path, body)
         except Exception as exc:  # noqa: BLE001 - never kill the server thread
             status, ctype, text = 500, "application/json", json.dumps(
                 {"error": f"{type(exc).__name__}: {exc}"})
@@ -350,6 +369,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(data)))
+        if self.api.cors:
+            for name, value in CORS_HEADERS:
+                self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
 
@@ -358,6 +380,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         self._reply("POST")
+
+    def do_OPTIONS(self) -> None:  # noqa: N802
+        self._reply("OPTIONS")
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         return

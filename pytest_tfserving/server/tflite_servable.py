@@ -41,8 +41,10 @@ def _info(key: str, detail: Mapping[str, Any]) -> TensorInfo:
 class TFLiteSignatureRunner:
     """The SignatureRunner interface (name, method_name, inputs, outputs, run) over LiteRT."""
 
-    def __init__(self, name: str, method_name: str, model: bytes, probe: Any) -> None:
+    def __init__(self, name: str, method_name: str, model: bytes, probe: Any,
+                 model_name: str = "") -> None:
         self.name = name
+        self.model_name = model_name
         self.method_name = method_name
         self._model = model
         self._local = threading.local()
@@ -82,7 +84,7 @@ def load_tflite_servable(name: str, version: int, version_dir: Path) -> Servable
     if not keys:
         raise ValueError(f"{version_dir / TFLITE_FILE} has no signatures; convert it with "
                          "TFLiteConverter.from_saved_model so the signatures are kept")
-    signatures = {key: TFLiteSignatureRunner(key, methods.get(key, PREDICT), model, probe)
+    signatures = {key: TFLiteSignatureRunner(key, methods.get(key, PREDICT), model, probe, name)
                   for key in keys}
     return Servable(name, version, version_dir, signatures,  # type: ignore[arg-type]
                     signature_defs, probe)

@@ -98,3 +98,11 @@ def run_warmup(core: Core, servable: Servable, iterations: int) -> int | None:
     log.info("Finished reading warmup data for model at %s. Number of warmup records read: %d. "
              "Elapsed time (microseconds): %d.", path, count, elapsed)
     return count
+
+
+def warmup_or_raise(core: Core, servable: Servable, iterations: int) -> None:
+    """Warmup as part of a load: a failing warmup fails the load with its reason."""
+    try:
+        run_warmup(core, servable, iterations)
+    except WarmupError as exc:
+        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None

@@ -38,6 +38,13 @@ class ServeConfig:
     label: str = ""  # shown in reports when several servers run ("baseline", "marker ...")
     image: str = ""  # docker backend: this image instead of the first --tfs-image
 
+    @property
+    def version_dir_name(self) -> str:
+        """The version dir's name where the server sees it: as named on disk when it is all digits
+        (TF Serving's ``00000123`` stays ``00000123``), else the version number."""
+        name = self.version_dir.name
+        return name if name.isdigit() else str(self.version)
+
     def describe(self) -> dict[str, Any]:
         return {
             "model_name": self.model_name,

@@ -341,7 +341,7 @@ class DockerLauncher(Launcher):
     # what ran, logs, readiness
 
     def model_mount(self) -> str:
-        return f"{MODEL_BASE_PATH}/{self.config.model_name}/{self.config.version}"
+        return f"{MODEL_BASE_PATH}/{self.config.model_name}/{self.config.version_dir_name}"
 
     def logs(self) -> str:
         if self.container is not None:

@@ -42,6 +42,9 @@ def tuning_flags(config: ServeConfig, files_dir: str) -> list[str]:
     if config.inter_op_threads:
         flags.append(f"--tensorflow_inter_op_parallelism={config.inter_op_threads}")
     flags.append(f"--enable_model_warmup={'true' if config.enable_warmup else 'false'}")
+    # a gate fails fast on a model that does not load (TF Serving retries 5 times, 1 min apart)
+    if not any(f.startswith("--max_num_load_retries") for f in config.extra_flags):
+        flags.append("--max_num_load_retries=0")
     if config.warmup_iterations != 1:
         flags.append(f"--num_request_iterations_for_warmup={config.warmup_iterations}")
     if config.prefer_tflite:
@@ -67,7 +70,7 @@ def stage_model(config: ServeConfig, root: Path) -> Path:
     latest-version policy serves that version even when the real base dir has newer ones."""
     base = root / config.model_name
     base.mkdir(parents=True, exist_ok=True)
-    link = base / str(config.version)
+    link = base / config.version_dir_name
     if not link.exists():
         link.symlink_to(config.version_dir.resolve(), target_is_directory=True)
     return base
