@@ -21,7 +21,10 @@ repo="$(cd "$(dirname "$0")/.." && pwd)"
 test_py="$src/tensorflow_serving/model_servers/tensorflow_model_server_test.py"
 [ -f "$test_py" ] || { echo "error: $test_py not found: pass the root of a tensorflow/serving checkout" >&2; exit 2; }
 
-"$PYTHON" -c "import portpicker, six" 2>/dev/null || "$PYTHON" -m pip install -q portpicker six
+# The test's own needs: portpicker, six, and Keras 2 (its Keras tests build models with the Keras 2
+# API; under Keras 3 `tf.saved_model.save` names the Sequential input "inputs", not "x").
+"$PYTHON" -c "import portpicker, six, tf_keras" 2>/dev/null || "$PYTHON" -m pip install -q portpicker six tf_keras
+export TF_USE_LEGACY_KERAS=1
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/tfs-conformance-XXXXXX")"
 cleanup() { [ "${KEEP:-0}" = 1 ] && echo "kept $work" || rm -rf "$work"; }

@@ -153,7 +153,7 @@ def _build_manager(start: StartConfig, core_box: list[Core]) -> ModelManager:
                         flags.allow_version_labels_for_unavailable_models)
 
 
-def _manage(manager: ModelManager, start: StartConfig, stop: threading.Event,
+def _manage(manager: ModelManager, core: Core, start: StartConfig, stop: threading.Event,
             fatal: list[str]) -> None:
     """The manager thread: initial config, then polling until ``stop``."""
     from pytest_tfserving.server.logs import get_logger
@@ -169,6 +169,7 @@ def _manage(manager: ModelManager, start: StartConfig, stop: threading.Event,
         fatal.append(exc.message)
         stop.set()
         return
+    core.ready.set()
 
     def poll_config() -> None:
         try:
@@ -220,7 +221,7 @@ async def _serve(start: StartConfig) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     fatal: list[str] = []
-    manager_thread = threading.Thread(target=_manage, args=(manager, start, stop, fatal),
+    manager_thread = threading.Thread(target=_manage, args=(manager, core, start, stop, fatal),
                                       name="manager", daemon=True)
     manager_thread.start()
     await loop.run_in_executor(None, stop.wait)

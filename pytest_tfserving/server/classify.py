@@ -45,11 +45,16 @@ def serialized_examples(inp: Any) -> np.ndarray[Any, Any]:
     return arr
 
 
-def string_input(runner: SignatureRunner, method: str) -> str:
-    """The signature's single DT_STRING input key, checked against ``method``."""
-    if runner.method_name != method:
-        raise invalid(f"Expected {method} signature method_name, got: "
-                      f"{runner.method_name} (signature '{runner.name}')")
+_KIND = {CLASSIFY_METHOD: "classification", REGRESS_METHOD: "regression"}
+
+
+def string_input(runner: SignatureRunner, method: str, check_method: bool = False) -> str:
+    """The signature's single DT_STRING input key. Its method_name is checked against ``method``
+    only under ``--enable_signature_method_name_check``, as TF Serving does (TF2 SavedModels
+    give every signature the predict method)."""
+    if check_method and runner.method_name != method:
+        raise invalid(f"Expected {_KIND.get(method, method)} signature method_name to be "
+                      f"{method}. Was: {runner.method_name}")
     if len(runner.inputs) != 1:
         raise invalid(f"Expected one input Tensor in signature '{runner.name}', got "
                       f"{len(runner.inputs)}")
@@ -66,7 +71,7 @@ def prepare(core: Core, request: Any, method: str, servable: Servable | None = N
     if servable is None:  # warmup passes the servable: TF Serving ignores its model_spec
         servable = core.resolve(request.model_spec)
     runner = core.signature(servable, request.model_spec.signature_name)
-    key = string_input(runner, method)
+    key = string_input(runner, method, core.options.method_name_check)
     examples = serialized_examples(request.input)
     core.metrics.record_examples(servable.name, len(examples))
     return servable, runner, key, examples

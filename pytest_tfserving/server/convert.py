@@ -55,23 +55,6 @@ def shape_text(shape: Iterable[int] | None) -> str:
     return "unknown rank" if shape is None else "[" + ",".join(str(d) for d in shape) + "]"
 
 
-def check_array(info: TensorInfo, arr: np.ndarray[Any, Any]) -> None:
-    expected = info.shape
-    if expected is None:
-        return
-    got = arr.shape
-    if len(got) == len(expected):
-        for want, have in zip(expected, got):  # noqa: B905 - lengths checked above
-            if want >= 0 and want != have:
-                break
-        else:
-            return
-    raise invalid(
-        f"input '{info.key}' has shape {shape_text(arr.shape)} but the signature expects "
-        f"{shape_text(info.shape)} (-1: any size)"
-    )
-
-
 def decode_inputs(runner: SignatureRunner, inputs: Mapping[str, Any]) -> Arrays:
     """Validate and decode ``request.inputs`` (zero-copy for ``tensor_content``)."""
     check_input_keys(runner.inputs, inputs.keys())
@@ -89,7 +72,6 @@ def decode_inputs(runner: SignatureRunner, inputs: Mapping[str, Any]) -> Arrays:
                 arr = to_numpy(proto)
             except TensorConversionError as exc:
                 raise invalid(f"input '{key}': {exc}") from None
-        check_array(info, arr)
         out[key] = arr
     return out
 

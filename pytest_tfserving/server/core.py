@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import os
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
 import numpy as np
 
 from pytest_tfserving.batching import BatchingParameters
@@ -25,7 +27,7 @@ from pytest_tfserving.server.convert import decode_inputs, encode_outputs, outpu
 from pytest_tfserving.server.manager import ModelManager
 from pytest_tfserving.server.metrics import Metrics
 from pytest_tfserving.server.servable import Arrays, Servable, SignatureRunner
-from pytest_tfserving.server.status import precondition
+from pytest_tfserving.server.status import ServingError, precondition, unavailable
 
 
 @dataclass(frozen=True)
@@ -51,11 +53,22 @@ class Core:
         self.scheduler: BatchScheduler | None = None
         if batching is not None:
             self.scheduler = BatchScheduler(batching, metrics, batching.effective_threads(cores))
+        # set once the initial config is loaded; before, a request for a servable that is not
+        # AVAILABLE yet is UNAVAILABLE (not NOT_FOUND), as from a TF Serving whose ports are not
+        # open yet. Status is answered all along; available versions are served at once.
+        self.ready = threading.Event()
 
     # -- lookup ----------------------------------------------------------------------------
     def resolve(self, model_spec: Any) -> Servable:
         """The servable for ``model_spec`` (name, version or version_label), or NOT_FOUND."""
-        return self.manager.resolve(model_spec)
+        try:
+            return self.manager.resolve(model_spec)
+        except ServingError as exc:
+            if exc.code == grpc.StatusCode.NOT_FOUND and not self.ready.is_set():
+                # no "Servable" here: TF Serving's clients read that word as "the server is up"
+                raise unavailable("The model server is still loading its initial models") \
+                    from None
+            raise
 
     def forget(self, servable: Servable) -> None:
         """An unloaded servable: drop its batching queues."""

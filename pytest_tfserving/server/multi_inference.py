@@ -86,7 +86,7 @@ def plan(core: Core, request: Any, servable: Servable | None = None
         if task.method_name not in _API:
             raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
                                f"Unsupported signature method_name: {task.method_name}")
-        key = classify.string_input(runner, task.method_name)
+        key = classify.string_input(runner, task.method_name, core.options.method_name_check)
         planned.append(Task(runner, key, task.method_name))
     examples = classify.serialized_examples(request.input)
     core.metrics.record_examples(servable.name, len(examples))

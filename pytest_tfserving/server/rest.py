@@ -22,7 +22,7 @@ import numpy as np
 
 from pytest_tfserving.model import CLASSIFY_METHOD, REGRESS_METHOD
 from pytest_tfserving.server import classify
-from pytest_tfserving.server.convert import check_array, check_input_keys, output_keys
+from pytest_tfserving.server.convert import check_input_keys, output_keys
 from pytest_tfserving.server.core import Core
 from pytest_tfserving.server.grpc_service import status_response
 from pytest_tfserving.server.servable import Arrays, TensorInfo
@@ -283,7 +283,6 @@ class RestApi:
         return 200, "application/json", json.dumps(payload)
 
     def _dispatch(self, verb: str, m: re.Match[str], body: bytes) -> Any:
-        from google.protobuf import json_format
 
         spec = self._spec(m)
         if verb == "status":
@@ -304,8 +303,8 @@ class RestApi:
             resp = self.core.metadata(req)
             sig_map = get_model_metadata_pb2.SignatureDefMap()
             resp.metadata["signature_def"].Unpack(sig_map)
-            return {"model_spec": json_format.MessageToDict(resp.model_spec),
-                    "metadata": {"signature_def": json_format.MessageToDict(sig_map)}}
+            return {"model_spec": proto_json(resp.model_spec),
+                    "metadata": {"signature_def": proto_json(sig_map)}}
         if not body.strip():
             raise invalid("JSON Parse error: The document is empty")
         try:
@@ -319,8 +318,6 @@ class RestApi:
         servable = self.core.resolve(spec)
         runner = self.core.signature(servable, data.get("signature_name", ""))
         arrays, row = parse_predict_body(data, runner.inputs)
-        for key, arr in arrays.items():
-            check_array(runner.inputs[key], arr)
         keys = output_keys(runner, data.get("output_filter", []))
         outputs = self.core.submit(runner, arrays, keys).result(self.timeout_s)
         return format_predictions(outputs, keys, row)
@@ -341,6 +338,18 @@ class RestApi:
                 classify.classification(servable, runner, outputs, len(examples)).result)
         return regression_json(
             classify.regression(servable, runner, outputs, len(examples)).result)
+
+
+def proto_json(message: Any) -> Any:
+    """A message as TF Serving's REST API prints it: proto field names, defaults included."""
+    from google.protobuf import json_format
+
+    try:
+        return json_format.MessageToDict(message, preserving_proto_field_name=True,
+                                         always_print_fields_with_no_presence=True)
+    except TypeError:  # protobuf < 5.26 names the option differently
+        return json_format.MessageToDict(message, preserving_proto_field_name=True,
+                                         including_default_value_fields=True)
 
 
 def _code(value: int) -> Any:

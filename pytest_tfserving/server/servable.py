@@ -17,8 +17,9 @@ from ``Session._make_callable_from_options``, a private TF API: the public ``mak
 a ``feed_list`` goes through ``Session.run`` on every call (~5x the per-call cost, measured: CTR
 model, batch 1, ~420 us vs ~75 us), so it is only the fallback when the private one is missing.
 The graph is finalized after loading, so calls from many threads at once only run it. TF checks
-a fed value's dtype (INVALID_ARGUMENT, the input named here); shapes are the callers' to check
-(``convert.check_array``), as TF ops only fail on the shapes they cannot use.
+a fed value's dtype (INVALID_ARGUMENT, the input named here). Shapes are not checked against
+the signature's: as in TF Serving, a fed tensor replaces its placeholder, and only the ops that
+cannot use its shape fail.
 """
 
 from __future__ import annotations

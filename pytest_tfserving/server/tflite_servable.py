@@ -81,9 +81,12 @@ def load_tflite_servable(name: str, version: int, version_dir: Path) -> Servable
         signature_defs = mg.signature_def
         methods = {k: sd.method_name for k, sd in mg.signature_def.items()}
     keys = list(probe.get_signature_list())
-    if not keys:
-        raise ValueError(f"{version_dir / TFLITE_FILE} has no signatures; convert it with "
-                         "TFLiteConverter.from_saved_model so the signatures are kept")
+    if not keys:  # an older converter's model: signatures from its metadata or its tensors
+        from pytest_tfserving.server.tflite_tensors import tensor_runners
+
+        runners, embedded = tensor_runners(model, probe, name)
+        return Servable(name, version, version_dir, runners,  # type: ignore[arg-type]
+                        signature_defs or embedded, probe)
     signatures = {key: TFLiteSignatureRunner(key, methods.get(key, PREDICT), model, probe, name)
                   for key in keys}
     return Servable(name, version, version_dir, signatures,  # type: ignore[arg-type]
