@@ -88,3 +88,14 @@ def test_thread_and_warmup_flags_resolve_as_tf_serving() -> None:
     with pytest.raises(FlagError, match="--tensorflow_session_parallelism"):
         parse_flags(["--model_base_path=/m", "--tensorflow_session_parallelism=1",
                      "--tensorflow_intra_op_parallelism=1", "--tensorflow_inter_op_parallelism=1"])
+
+
+def test_readme_flag_table_is_generated_from_the_flag_table() -> None:
+    from pytest_tfserving.server.flags import FLAG_TABLE, markdown_table
+    from tests.server_helpers import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("<!-- flags:begin -->\n", 1)[1].split("\n<!-- flags:end -->", 1)[0]
+    assert block == markdown_table(), "regenerate: python -m pytest_tfserving.server.flags"
+    for name in FLAG_TABLE:
+        assert f"`--{name}`" in block

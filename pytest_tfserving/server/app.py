@@ -207,7 +207,8 @@ async def _serve(start: StartConfig) -> int:
         tcp_address=f"{flags.bind_address}:{flags.port}" if flags.port else None,
         socket_path=flags.grpc_socket_path,
         channel_arguments=tuple(parse_channel_arguments(flags.grpc_channel_arguments)),
-        credentials=start.credentials, health=flags.enable_grpc_healthcheck_service)
+        credentials=start.credentials, health=flags.enable_grpc_healthcheck_service,
+        profiler=flags.enable_profiler)
     server, port = build_server(core, listen)
     await server.start()
     if port:

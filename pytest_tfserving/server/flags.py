@@ -101,8 +101,8 @@ FLAG_TABLE: dict[str, FlagSpec] = {
                                             "XLA JIT (global_jit_level ON_1) in each Session"),
     "xla_gpu_compilation_enabled": FlagSpec("bool", False, "ignored",
                                             "no GPU here (XLA:CPU as with the CPU flag)"),
-    "enable_profiler": FlagSpec("bool", True, "ignored",
-                                "the profiler gRPC service is not served"),
+    "enable_profiler": FlagSpec("bool", True, "served",
+                                "TF's ProfilerService on the gRPC port"),
     "thread_pool_factory_config_file": FlagSpec("str", "", "ignored",
                                                 "TF's default thread pools are used"),
     "mixed_precision": FlagSpec("str", "", "ignored", "bfloat16 rewriting is a TPU/GPU feature"),
@@ -202,6 +202,17 @@ class ServerFlags:
         return [f"--{name} is accepted and has no effect in the bundled server: "
                 f"{FLAG_TABLE[name].note}"
                 for name in sorted(self.given) if FLAG_TABLE[name].support == "ignored"]
+
+
+def markdown_table() -> str:
+    """The README's flag table (regenerate with ``python -m pytest_tfserving.server.flags``)."""
+    rows = ["| flag | type | default | bundled server |", "|---|---|---|---|"]
+    for name, spec in FLAG_TABLE.items():
+        default = spec.default if name not in ("rest_api_num_threads", "grpc_max_threads",
+                                                "num_tflite_pools") else "(from CPUs)"
+        shown = f"`{default}`" if default != "" else '`""`'
+        rows.append(f"| `--{name}` | {spec.kind} | {shown} | {spec.support}: {spec.note} |")
+    return "\n".join(rows)
 
 
 def supported_flags() -> str:
@@ -365,3 +376,7 @@ def read_monitoring_config(path: str) -> MonitoringConfig:
     except OSError as exc:
         raise FlagError(f"Cannot read --monitoring_config_file {path!r}: {exc}") from None
     return parse_monitoring_config(text, path)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

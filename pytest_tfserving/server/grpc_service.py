@@ -127,6 +127,7 @@ class GrpcListen:
     channel_arguments: tuple[tuple[str, int | str], ...] = ()
     credentials: grpc.ServerCredentials | None = None  # --ssl_config_file
     health: bool = False  # --enable_grpc_healthcheck_service
+    profiler: bool = False  # --enable_profiler
 
 
 def build_server(core: Core, listen: GrpcListen) -> tuple[grpc.aio.Server, int]:
@@ -145,6 +146,10 @@ def build_server(core: Core, listen: GrpcListen) -> tuple[grpc.aio.Server, int]:
         from pytest_tfserving.server.health import add_health_service
 
         add_health_service(server, core)
+    if listen.profiler:
+        from pytest_tfserving.server.profiler import add_profiler_service
+
+        add_profiler_service(server)
     port = 0
     if listen.tcp_address is not None:
         port = _bind(server, listen.tcp_address, listen.credentials)
