@@ -59,13 +59,22 @@ class TFLiteSignatureRunner:
                 self.name)
         return runner
 
-    def run(self, arrays: Mapping[str, np.ndarray[Any, Any]]) -> Arrays:
+    def run(self, arrays: Mapping[str, np.ndarray[Any, Any]],
+            output_keys: tuple[str, ...] | None = None) -> Arrays:
+        """Every output, or only ``output_keys`` (LiteRT computes them all either way)."""
         try:
             out = self._runner()(**{k: np.ascontiguousarray(v) for k, v in arrays.items()})
         except (ValueError, RuntimeError) as exc:
             raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
                                f"TFLite signature {self.name!r}: {exc}") from None
-        return {k: np.asarray(v) for k, v in out.items()}
+        keys = out if output_keys is None else output_keys
+        try:
+            return {k: np.asarray(out[k]) for k in keys}
+        except KeyError as exc:
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"output tensor alias not found in signature: {exc.args[0]} "
+                               f"Outputs expected to be in the set "
+                               f"{{{','.join(sorted(out))}}}.") from None
 
 
 def load_tflite_servable(name: str, version: int, version_dir: Path) -> Servable:
