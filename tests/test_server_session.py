@@ -260,11 +260,13 @@ def test_thread_and_xla_options(models: dict[str, Path]) -> None:
 def test_close_is_idempotent_and_later_calls_are_cancelled(models: dict[str, Path]) -> None:
     servable = load_servable("tf1", 1, models["tf1"])
     runner = servable.signatures["serving_default"]
+    np.testing.assert_allclose(runner.run({"x": X})["y"], Y)  # its callable is built now
     servable.close()
     servable.close()
-    with pytest.raises(ServingError) as excinfo:
-        runner.run({"x": X})
-    assert _code(excinfo) == grpc.StatusCode.CANCELLED
+    for keys in (None, ("y",)):  # the callable built before close, and one built after it
+        with pytest.raises(ServingError, match="Session has been closed") as excinfo:
+            runner.run({"x": X}, output_keys=keys)
+        assert _code(excinfo) == grpc.StatusCode.CANCELLED
 
 
 def test_tflite_runner_takes_output_keys(models: dict[str, Path], tmp_path: Path) -> None:

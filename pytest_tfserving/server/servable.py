@@ -4,16 +4,21 @@ Loading (``load_servable``): a fresh ``tf.Graph`` and ``tf.compat.v1.Session`` (
 XLA from ``LoadOptions``), then ``tf.compat.v1.saved_model.loader.load``, which imports the
 MetaGraph whose tag set equals ``LoadOptions.tags``, restores the variables and runs the init op
 (tables, ``__saved_model_init_op``), as TF Serving's ``LoadSavedModel`` does. This loads TF1
-graphs with reference variables as well as TF2/Keras SavedModels (some of which, e.g. models
-exported with their optimizer slots, ``tf.saved_model.load`` cannot rebuild as Python objects).
-Signature metadata (method name, dtypes, shapes) comes from that MetaGraph's ``signature_def``
-map; the map is kept whole for GetModelMetadata.
+graphs with reference variables as well as TF2/Keras SavedModels, including those that
+``tf.saved_model.load`` cannot rebuild as Python objects (reported: TFX's TF-Keras taxi model,
+"'_UserObject' object has no attribute 'add_slot'"). It fails where TF Serving fails: a Keras 3
+model saved with ``tf.saved_model.save`` loads, but its signatures read variable handles that the
+restore never writes, so every call is FAILED_PRECONDITION "Could not find variable" (Keras 3's
+``model.export()`` serves). Signature metadata (method name, dtypes, shapes) comes from that
+MetaGraph's ``signature_def`` map; the map is kept whole for GetModelMetadata.
 
 Running (``SignatureRunner.run``): the signature's input tensors are fed and only the requested
 outputs' tensors fetched (TF Serving fetches the output filter only), through a callable that
 TF prepares once per distinct set of outputs (``Session::MakeCallable``: the pruned graph and its
-executors are built once, then each call feeds numpy arrays straight to them). The callable comes
-from ``Session._make_callable_from_options``, a private TF API: the public ``make_callable`` with
+executors are built once, then each call feeds numpy arrays straight to them). It is built by the
+first call that asks for those outputs, as TF Serving's Session builds its executors on the first
+``Run``: the cold start that warmup records exist to pay. The callable comes from
+``Session._make_callable_from_options``, a private TF API: the public ``make_callable`` with
 a ``feed_list`` goes through ``Session.run`` on every call (~5x the per-call cost, measured: CTR
 model, batch 1, ~420 us vs ~75 us), so it is only the fallback when the private one is missing.
 The graph is finalized after loading, so calls from many threads at once only run it. TF checks
@@ -126,8 +131,7 @@ class SignatureRunner:
         self._all_outputs = tuple(sorted(outputs))
         self._op_error = tf.errors.OpError
         self._lock = threading.Lock()
-        self._calls: dict[tuple[str, ...], _Call] = {}
-        self._prepared(self._all_outputs)  # the common call is ready before the first request
+        self._calls: dict[tuple[str, ...], _Call] = {}  # built on first use, as TF's executors
 
     def run(self, arrays: Mapping[str, np.ndarray[Any, Any]],
             output_keys: tuple[str, ...] | None = None) -> Arrays:
@@ -136,8 +140,8 @@ class SignatureRunner:
             keys = self._all_outputs
         else:  # one callable per set of outputs, whatever order they are asked in
             keys = tuple(sorted(set(output_keys)))
-        call = self._calls.get(keys) or self._prepared(keys)
         try:
+            call = self._calls.get(keys) or self._prepared(keys)
             values = call(*[arrays[k] for k in self._feed_keys])
         except KeyError as exc:
             raise _invalid(f"input {exc} of signature {self.name!r} was not fed") from None
