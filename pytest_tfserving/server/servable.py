@@ -51,12 +51,18 @@ _REF_OFFSET = 100  # DT_FLOAT_REF == DT_FLOAT + 100: a reference variable's valu
 
 @dataclass(frozen=True)
 class LoadOptions:
-    """How a SavedModel is loaded, as TF Serving's flags set it (0: TF's default)."""
+    """How a SavedModel is loaded, as TF Serving's flags set it (0: TF's default).
+
+    ``xla_cpu_jit`` sets the session's ``global_jit_level`` to ON_1. On CPU, TF auto-clusters
+    only when the process also has ``TF_XLA_FLAGS=--tf_xla_cpu_global_jit`` (measured: no XLA
+    compile without it). TF Serving's ``--xla_cpu_compilation_enabled`` differs: it only allows
+    the XLA compilation a model asks for itself (``jit_compile=True``), which TF here always does.
+    """
 
     tags: tuple[str, ...] = ("serve",)  # --saved_model_tags: the MetaGraph's exact tag set
     intra_op_threads: int = 0  # --tensorflow_intra_op_parallelism
     inter_op_threads: int = 0  # --tensorflow_inter_op_parallelism
-    xla_cpu_jit: bool = False  # XLA auto-clustering (global_jit_level ON_1) for this session
+    xla_cpu_jit: bool = False  # global_jit_level ON_1 for this session (see above)
     session_config: bytes = b""  # serialized ConfigProto (--tensorflow_session_config_file)
 
 
