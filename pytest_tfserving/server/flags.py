@@ -97,10 +97,10 @@ FLAG_TABLE: dict[str, FlagSpec] = {
                                                  "one LiteRT interpreter per model"),
     "enable_signature_method_name_check": FlagSpec(
         "bool", False, "served", "Predict only on predict signatures"),
-    "xla_cpu_compilation_enabled": FlagSpec("bool", False, "served",
-                                            "XLA JIT (global_jit_level ON_1) in each Session"),
-    "xla_gpu_compilation_enabled": FlagSpec("bool", False, "ignored",
-                                            "no GPU here (XLA:CPU as with the CPU flag)"),
+    "xla_cpu_compilation_enabled": FlagSpec(
+        "bool", False, "ignored",
+        "jit_compile=True functions always compile here; TF Serving fails them unless true"),
+    "xla_gpu_compilation_enabled": FlagSpec("bool", False, "ignored", "no GPU here"),
     "enable_profiler": FlagSpec("bool", True, "served",
                                 "TF's ProfilerService on the gRPC port"),
     "thread_pool_factory_config_file": FlagSpec("str", "", "ignored",
@@ -192,10 +192,6 @@ class ServerFlags:
             return self.tensorflow_intra_op_parallelism, self.tensorflow_inter_op_parallelism
         p = self.tensorflow_session_parallelism
         return p, p
-
-    @property
-    def xla_cpu(self) -> bool:
-        return self.xla_cpu_compilation_enabled or self.xla_gpu_compilation_enabled
 
     def ignored_given(self) -> list[str]:
         """One line per flag named on the command line that has no effect here."""

@@ -1,7 +1,7 @@
 """How a version dir becomes a servable: the platform's loader with the server's flags.
 
 ``tensorflow`` models load into a TF ``Session`` (``--saved_model_tags``, thread flags,
-``--tensorflow_session_config_file``, XLA); ``tflite`` models, and ``model.tflite`` beside a
+``--tensorflow_session_config_file``); ``tflite`` models, and ``model.tflite`` beside a
 SavedModel under ``--prefer_tflite_model``, load into LiteRT. Failures become the status
 TF Serving reports for the version.
 """
@@ -26,7 +26,7 @@ TFLITE_FILE = "model.tflite"
 def make_loader(flags: ServerFlags, session_config: bytes) -> Loader:
     intra, inter = flags.intra_inter_threads
     options = LoadOptions(tags=flags.tags, intra_op_threads=intra, inter_op_threads=inter,
-                          xla_cpu_jit=flags.xla_cpu, session_config=session_config)
+                          session_config=session_config)
 
     def load(cfg: ModelConfig, version: int, version_dir: Path) -> Servable:
         log = get_logger()
