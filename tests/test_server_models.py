@@ -236,3 +236,47 @@ def test_unix_socket_channel_args_health_and_ignored_flags(tf1_linear: Path,
         log = srv.log()
         assert "--num_load_threads is accepted and has no effect" in log
         assert "--per_process_gpu_memory_fraction is accepted and has no effect" in log
+
+
+def test_per_model_batching_parameters_replace_the_global_ones(tf1_linear: Path,
+                                                               tmp_path: Path) -> None:
+    version = _version(tmp_path / "m", "1", tf1_linear)
+    (version / "batching_params.pbtxt").write_text("max_batch_size { value: 2 }\n"
+                                                   "batch_timeout_micros { value: 0 }\n")
+    with ServerProcess(tmp_path / "m", *FAST, "--enable_batching",
+                       "--enable_per_model_batching_parameters") as srv:
+        srv.wait_available()
+        req = predict_request("m", {"x": np.ones((3, 4), np.float32)})
+        with pytest.raises(Exception) as info:
+            srv.stub().Predict(req, timeout=10)
+        assert "Task size 3 is larger than maximum input batch size 2" in str(info.value)
+        req = predict_request("m", {"x": np.ones((2, 4), np.float32)})
+        assert srv.stub().Predict(req, timeout=10).model_spec.version.value == 1
+        assert "batches with" in srv.log() and "batching_params.pbtxt" in srv.log()
+
+
+def test_method_name_check_tensor_content_and_cors(tf1_linear: Path, tmp_path: Path) -> None:
+    from tensorflow_serving.apis import classification_pb2
+
+    _version(tmp_path / "m", "1", tf1_linear)
+    with ServerProcess(tmp_path / "m", *FAST, "--enable_signature_method_name_check",
+                       "--enable_serialization_as_tensor_content",
+                       "--rest_api_enable_cors_support") as srv:
+        srv.wait_available()
+        out = _predict(srv, "m").outputs["y"]
+        assert len(out.tensor_content) == 2 * 2 * 4 and not out.float_val
+        req = classification_pb2.ClassificationRequest()
+        req.model_spec.name = "m"
+        req.input.example_list.examples.add().features.feature["x"].float_list.value.extend([1])
+        with pytest.raises(Exception) as info:
+            srv.stub().Classify(req, timeout=10)
+        assert ("Expected classification signature method_name to be "
+                "tensorflow/serving/classify. Was: tensorflow/serving/predict") in str(info.value)
+        with urllib.request.urlopen(f"{srv.rest_url}/v1/models/m", timeout=10) as r:
+            assert r.headers["Access-Control-Allow-Origin"] == "*"
+        preflight = urllib.request.Request(f"{srv.rest_url}/v1/models/m:predict",
+                                           method="OPTIONS",
+                                           headers={"Origin": "https://app.example"})
+        with urllib.request.urlopen(preflight, timeout=10) as r:
+            assert r.status == 200
+            assert r.headers["Access-Control-Allow-Methods"] == "POST, GET"

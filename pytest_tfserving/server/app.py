@@ -138,6 +138,8 @@ def _build_manager(start: StartConfig, core_box: list[Core]) -> ModelManager:
     flags = start.flags
 
     def on_available(servable: Servable) -> None:
+        if flags.enable_per_model_batching_parameters:
+            use_model_batching(core_box[0], servable)
         if flags.enable_model_warmup:
             warmup_or_raise(core_box[0], servable, flags.warmup_iterations)
         _settle_memory()
@@ -151,6 +153,27 @@ def _build_manager(start: StartConfig, core_box: list[Core]) -> ModelManager:
                         max(0.0, flags.load_retry_interval_micros / 1e6))
     return ModelManager(make_loader(flags, start.session_config), on_available, on_unload, retry,
                         flags.allow_version_labels_for_unavailable_models)
+
+
+PER_MODEL_BATCHING_FILE = "batching_params.pbtxt"
+
+
+def use_model_batching(core: Core, servable: Servable) -> None:
+    """``--enable_per_model_batching_parameters``: the version dir's ``batching_params.pbtxt``
+    replaces the global batching parameters for this model (the batch threads stay shared)."""
+    from pytest_tfserving.server.logs import get_logger
+    from pytest_tfserving.server.status import invalid
+
+    path = servable.version_dir / PER_MODEL_BATCHING_FILE
+    if core.scheduler is None or not path.is_file():
+        return
+    try:
+        params = read_batching_file(path)
+    except ConfigError as exc:
+        raise invalid(str(exc)) from None
+    core.scheduler.set_params(list(servable.signatures.values()), params)
+    get_logger().info("Model %s version %d batches with %s: %s", servable.name,
+                      servable.version, path, params.as_dict())
 
 
 def _manage(manager: ModelManager, core: Core, start: StartConfig, stop: threading.Event,

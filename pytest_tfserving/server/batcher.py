@@ -59,11 +59,17 @@ class _Batch:
 @dataclass
 class _Queue:
     runner: SignatureRunner
+    outputs: tuple[str, ...]
+    params: BatchingParameters
     open: _Batch = field(default_factory=_Batch)
     closed: deque[_Batch] = field(default_factory=deque)
 
     def idle(self) -> bool:
         return not self.closed and not self.open.tasks
+
+    @property
+    def timeout_s(self) -> float:
+        return self.params.batch_timeout_micros / 1e6
 
 
 def task_size(arrays: Mapping[str, np.ndarray[Any, Any]]) -> int:
@@ -118,7 +124,7 @@ class BatchScheduler:
     def __init__(self, params: BatchingParameters, metrics: Metrics, threads: int) -> None:
         self.params = params
         self._metrics = metrics
-        self._timeout_s = params.batch_timeout_micros / 1e6
+        self._overrides: dict[int, BatchingParameters] = {}  # id(runner) -> its model's params
         self._cond = threading.Condition()
         self._queues: dict[QueueKey, _Queue] = {}
         self._stopping = False
@@ -129,12 +135,24 @@ class BatchScheduler:
         for t in self._threads:
             t.start()
 
+    def set_params(self, runners: list[SignatureRunner], params: BatchingParameters) -> None:
+        """A model's own batching parameters (``--enable_per_model_batching_parameters``); the
+        batch threads stay shared, as TF Serving's."""
+        with self._cond:
+            for r in runners:
+                self._overrides[id(r)] = params
+
+    def params_for(self, runner: SignatureRunner) -> BatchingParameters:
+        return self._overrides.get(id(runner), self.params)
+
     def forget(self, runners: list[SignatureRunner]) -> None:
         """Drop the queues of unloaded runners (a queue holds its runner alive)."""
         gone = {id(r) for r in runners}
         with self._cond:
             for key in [k for k, q in self._queues.items() if k[0] in gone and q.idle()]:
                 del self._queues[key]
+            for r in gone:
+                self._overrides.pop(r, None)
 
     # -- enqueue ---------------------------------------------------------------------------
     def submit(self, runner: SignatureRunner, arrays: Mapping[str, np.ndarray[Any, Any]],
@@ -160,7 +178,8 @@ class BatchScheduler:
                  outputs: tuple[str, ...], future: cf.Future[Arrays] | asyncio.Future[Arrays],
                  loop: asyncio.AbstractEventLoop | None) -> None:
         size = task_size(arrays)
-        limit = self.params.max_batch_size
+        params = self.params_for(runner)
+        limit = params.max_batch_size
         if size > limit:
             raise invalid(f"Task size {size} is larger than maximum input batch size {limit}")
         self._metrics.record_input_batch_size(size, len(arrays))
@@ -170,17 +189,17 @@ class BatchScheduler:
                 raise unavailable("The model server is shutting down")
             queue = self._queues.get(key)
             if queue is None:
-                queue = self._queues[key] = _Queue(runner)
+                queue = self._queues[key] = _Queue(runner, outputs, params)
             now = time.monotonic()
             open_batch = queue.open
-            wake = self._timeout_s == 0  # a free thread takes whatever is queued
+            wake = queue.timeout_s == 0  # a free thread takes whatever is queued
             if open_batch.size + size > limit:
                 enqueued = len(queue.closed) + 1
-                if enqueued >= self.params.max_enqueued_batches:
+                if enqueued >= params.max_enqueued_batches:
                     raise unavailable(
                         "The batch scheduling queue to which this task was submitted is full; "
                         f"currently {enqueued} batches enqueued and max_enqueued_batches is "
-                        f"{self.params.max_enqueued_batches}"
+                        f"{params.max_enqueued_batches}"
                     )
                 queue.closed.append(open_batch)
                 open_batch = queue.open = _Batch()
@@ -204,10 +223,9 @@ class BatchScheduler:
         if best is not None:
             best[0].closed.popleft()
             return best
-        limit = self.params.max_batch_size
         for q in self._queues.values():
             b = q.open
-            if b.tasks and (b.size >= limit or now >= b.start + self._timeout_s
+            if b.tasks and (b.size >= q.params.max_batch_size or now >= b.start + q.timeout_s
                             or self._stopping):
                 if best is None or b.start < best[1].start:
                     best = (q, b)
@@ -216,10 +234,10 @@ class BatchScheduler:
         return best
 
     def _wait_s(self, now: float) -> float | None:
-        starts = [q.open.start for q in self._queues.values() if q.open.tasks]
-        if not starts:
+        due = [q.open.start + q.timeout_s for q in self._queues.values() if q.open.tasks]
+        if not due:
             return None
-        return max(0.0, min(starts) + self._timeout_s - now)
+        return max(0.0, min(due) - now)
 
     def _worker(self) -> None:
         while True:
@@ -238,7 +256,8 @@ class BatchScheduler:
     def _process(self, queue: _Queue, batch: _Batch) -> None:
         tasks = batch.tasks
         size = batch.size
-        padded = self.params.padded_size(size)
+        params = queue.params
+        padded = params.padded_size(size)
         now = time.monotonic()
         runner = queue.runner
         try:
@@ -247,11 +266,11 @@ class BatchScheduler:
             else:
                 merged = {
                     key: merge_inputs(key, [t.arrays[key] for t in tasks],
-                                      self.params.pad_variable_length_inputs, padded - size)
+                                      params.pad_variable_length_inputs, padded - size)
                     for key in tasks[0].arrays
                 }
             self._metrics.record_batch(size, padded, [(now - t.enqueued) * 1e6 for t in tasks])
-            outputs = runner.run(merged)
+            outputs = runner.run(merged, queue.outputs)
             self._metrics.record_runtime(runner.model_name, "Predict",
                                          (time.monotonic() - now) * 1e6)
             for value in outputs.values():

@@ -48,6 +48,18 @@ def serialized_examples(inp: Any) -> np.ndarray[Any, Any]:
 _KIND = {CLASSIFY_METHOD: "classification", REGRESS_METHOD: "regression"}
 
 
+def check_outputs(runner: SignatureRunner, method: str) -> None:
+    """The outputs TF Serving's Pre-Process{Classification,Regression} require, checked before
+    the model runs."""
+    if method == CLASSIFY_METHOD and not {"classes", "scores"} & set(runner.outputs):
+        raise invalid('Expected classification signature outputs to contain at least one of '
+                      f'"classes" or "scores". Signature \'{runner.name}\' has outputs '
+                      f"{sorted(runner.outputs)}")
+    if method == REGRESS_METHOD and len(runner.outputs) != 1:
+        raise invalid(f"Expected one output Tensor. Signature '{runner.name}' has outputs "
+                      f"{sorted(runner.outputs)}")
+
+
 def string_input(runner: SignatureRunner, method: str, check_method: bool = False) -> str:
     """The signature's single DT_STRING input key. Its method_name is checked against ``method``
     only under ``--enable_signature_method_name_check``, as TF Serving does (TF2 SavedModels
@@ -58,6 +70,7 @@ def string_input(runner: SignatureRunner, method: str, check_method: bool = Fals
     if len(runner.inputs) != 1:
         raise invalid(f"Expected one input Tensor in signature '{runner.name}', got "
                       f"{len(runner.inputs)}")
+    check_outputs(runner, method)
     key, info = next(iter(runner.inputs.items()))
     if info.dtype != DT_STRING:
         raise invalid(f"Input '{key}' of signature '{runner.name}' must be DT_STRING "

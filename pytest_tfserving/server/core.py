@@ -87,7 +87,7 @@ class Core:
                outputs: tuple[str, ...], api: str = "Predict") -> cf.Future[Arrays]:
         if self.scheduler is not None:
             return self.scheduler.submit(runner, arrays, outputs)
-        return self._pool.submit(self._run_direct, runner, arrays, api)
+        return self._pool.submit(self._run_direct, runner, arrays, outputs, api)
 
     async def run_async(self, runner: SignatureRunner,
                         arrays: Mapping[str, np.ndarray[Any, Any]], outputs: tuple[str, ...],
@@ -95,12 +95,13 @@ class Core:
         if self.scheduler is not None:
             return await self.scheduler.submit_async(runner, arrays, outputs)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self._run_direct, runner, arrays, api)
+        return await loop.run_in_executor(self._pool, self._run_direct, runner, arrays, outputs,
+                                          api)
 
     def _run_direct(self, runner: SignatureRunner, arrays: Mapping[str, np.ndarray[Any, Any]],
-                    api: str) -> Arrays:
+                    outputs: tuple[str, ...], api: str) -> Arrays:
         t0 = time.monotonic()
-        out = runner.run(arrays)
+        out = runner.run(arrays, outputs)
         self.metrics.record_runtime(runner.model_name, api, (time.monotonic() - t0) * 1e6)
         return out
 
