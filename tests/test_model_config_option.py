@@ -15,9 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from pytest_tfserving.deadline import Deadline
 from pytest_tfserving.errors import ConfigError
 from pytest_tfserving.options import parse_server_arg
+from pytest_tfserving.server.model_config import parse_model_config
 from pytest_tfserving.serving.base import ServeConfig
+from pytest_tfserving.serving.bundled import BundledLauncher
 from pytest_tfserving.serving.deployment import (
     config_text,
     labels_allowed,
@@ -139,6 +142,33 @@ def test_candidate_takes_its_models_slot_and_keeps_the_policy(pytester, bases, c
     assert served["linear"]["base_path"] == str(bases["linear"])
 
 
+@pytest.mark.xdist_group("bundled-e2e")
+def test_launcher_stages_a_replaced_slot_and_waits_for_every_model(tmp_path, bases):
+    """A baseline (or INT8 copy) in the gated slot is served alone from a staged base dir, its
+    version pinned where the policy would not serve it; the start waits until every model of
+    the config has settled, a neighbour that fails to load included (END)."""
+    broken = tmp_path / "broken" / "1"
+    broken.mkdir(parents=True)
+    (broken / "saved_model.pb").write_bytes(b"not a SavedModel")
+    config = write_config(tmp_path / "m.config", ("broken", broken.parent, ""),
+                          ("ctr", bases["ctr"], "model_version_policy { specific { versions: 2 "
+                                                "} }"))
+    deployment = load_deployment(config, "ctr", None)
+    baseline = ServeConfig(model_name="ctr", version_dir=bases["ctr"] / "1", version=1,
+                           deployment=deployment)
+    launcher = BundledLauncher(baseline)
+    try:
+        endpoint = launcher.start(Deadline.after(120))
+        served = {m["name"]: m for m in launcher.describe()["served_models"]}
+        assert served["ctr"]["versions"] == [{"version": 1, "state": "AVAILABLE"}]
+        assert served["ctr"]["base_path"] == str(launcher.workdir / "models" / "ctr")
+        assert served["broken"]["versions"] == [{"version": 1, "state": "END"}]
+        copy = parse_model_config(Path(endpoint.extra["model_config_file"]).read_text(), "copy")
+        assert [m.policy.versions for m in copy] == [(), (1,)]
+    finally:
+        launcher.cleanup()
+
+
 # --- usage errors at session start ------------------------------------------------------------
 
 # case -> (config kind, extra args, expected stderr lines; '?' stands for '[' and ']')
@@ -211,12 +241,20 @@ def test_mistakes_are_usage_errors_at_start_naming_the_value(pytester, bases, ca
     assert elapsed < USAGE_ERROR_BOUND_S
 
 
-def test_missing_config_file_is_a_usage_error(pytester):
-    result = pytester.runpytest_subprocess("--tfs-model-config=/nonexistent/models.config")
+@pytest.mark.parametrize("where", ["command line --tfs-model-config", "env TFS_MODEL_CONFIG",
+                                   "ini tfs_model_config"])
+def test_missing_config_file_is_a_usage_error_naming_where_it_came_from(pytester, monkeypatch,
+                                                                        where):
+    missing = "/nonexistent/models.config"
+    args = [f"--tfs-model-config={missing}"] if where.startswith("command") else []
+    if where.startswith("env"):
+        monkeypatch.setenv("TFS_MODEL_CONFIG", missing)
+    if where.startswith("ini"):
+        pytester.makeini(f"[pytest]\ntfs_model_config = {missing}\n")
+    result = pytester.runpytest_subprocess(*args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*Invalid value '/nonexistent/models.config' for "
-                                 "--tfs-model-config from command line --tfs-model-config: no "
-                                 "such file*"])
+    result.stderr.fnmatch_lines([f"*Invalid value '{missing}' for --tfs-model-config from "
+                                 f"{where}*: no such file*"])
 
 
 # --- pure parts -------------------------------------------------------------------------------
@@ -273,8 +311,6 @@ def test_served_copy_replaces_base_paths_only_and_pins_a_staged_slot(tmp_path, b
         None, bases["ctr"] / "1", 1)
     text = config_text(deployment, {"linear": "/models/linear", "ctr": "/models/ctr"},
                        {"ctr": 1})
-    from pytest_tfserving.server.model_config import parse_model_config
-
     linear, ctr = parse_model_config(text, "served copy")
     assert (str(linear.base_path), str(ctr.base_path)) == ("/models/linear", "/models/ctr")
     assert ctr.policy.versions == (1,) and ctr.labels == {"stable": 2}
