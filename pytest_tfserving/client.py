@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -77,12 +77,14 @@ class TFServingClient:
         response.metadata["signature_def"].Unpack(sig_map)
         return sig_map
 
-    def status(self, timeout: float = 5.0) -> list[tuple[int, str, int, str]]:
-        """[(version, state name, error code, error message)] from ModelService."""
+    def status(self, timeout: float = 5.0,
+               model_name: str | None = None) -> list[tuple[int, str, int, str]]:
+        """[(version, state name, error code, error message)] from ModelService, for this
+        client's model or ``model_name``."""
         from tensorflow_serving.apis import get_model_status_pb2
 
         request = get_model_status_pb2.GetModelStatusRequest()
-        request.model_spec.name = self.model_name
+        request.model_spec.name = model_name or self.model_name
         response = self.models.GetModelStatus(request, timeout=timeout)
         return [
             (s.version, STATE_NAMES.get(s.state, str(s.state)), s.status.error_code,
@@ -103,46 +105,95 @@ class TFServingClient:
     # --- readiness ----------------------------------------------------------------------------
 
     def wait_available(self, deadline: Deadline,
-                       exited: Callable[[], str | None] = lambda: None) -> int:
-        """Poll GetModelStatus until a version is AVAILABLE; return that version.
+                       exited: Callable[[], str | None] = lambda: None,
+                       version: int | None = None) -> int:
+        """Poll GetModelStatus until a version (``version`` if given) is AVAILABLE; return it.
 
-        Raises ModelLoadError when the server reports END with an error, ServerStartError when
-        ``exited()`` reports the server gone, ServerTimeoutError at the deadline.
+        Raises ModelLoadError when the server reports that version (any, without ``version``)
+        END with an error, ServerStartError when ``exited()`` reports the server gone,
+        ServerTimeoutError at the deadline.
         """
+        what = f"model {self.model_name!r}" + (f" version {version}" if version is not None
+                                               else "")
         last = "no answer yet"
         delay = 0.05
         while True:
-            gone = exited()
-            if gone is not None:
-                raise ServerStartError(
-                    f"The server for model {self.model_name!r} exited before the model was "
-                    f"AVAILABLE ({gone}). See the log below for the reason."
-                )
-            try:
-                statuses = self.status(timeout=max(0.2, min(2.0, deadline.remaining())))
-            except grpc.RpcError as exc:
-                code = exc.code() if hasattr(exc, "code") else None
-                if code == grpc.StatusCode.NOT_FOUND:
-                    last = f"model {self.model_name!r} not known yet ({exc.details()})"
-                else:
-                    details = exc.details() if hasattr(exc, "details") else exc
-                    last = f"{code.name if code else 'error'}: {details}"
-                statuses = []
-            for version, state, code_num, message in statuses:
+            statuses, last = self._poll_status(deadline, exited, what, self.model_name, last)
+            for number, state, code_num, message in statuses:
+                if version is not None and number != version:
+                    continue
                 if state == "AVAILABLE":
-                    return version
+                    return number
                 if state == "END" and code_num != 0:
                     raise ModelLoadError(
-                        f"TF Serving could not load model {self.model_name!r} version {version}: "
+                        f"TF Serving could not load model {self.model_name!r} version {number}: "
                         f"{message or 'error code ' + str(code_num)}. Fix the model export (or "
                         "the serving flags) and run again."
                     )
-                last = f"version {version} is {state}"
+                last = f"version {number} is {state}"
             if deadline.expired():
                 raise ServerTimeoutError(
-                    f"Model {self.model_name!r} at {self.grpc_address} was not AVAILABLE after "
-                    f"{deadline.total_s:.0f} s (last status: {last}). Raise --tfs-start-timeout "
-                    "if the model is large, or check the log below."
+                    f"{what[0].upper()}{what[1:]} at {self.grpc_address} was not AVAILABLE "
+                    f"after {deadline.total_s:.0f} s "
+                    f"(last status: {last}). Raise --tfs-start-timeout if the model is large, "
+                    "or check the log below."
                 )
-            time.sleep(min(delay, deadline.remaining()))
-            delay = min(delay * 1.5, 0.5)
+            delay = self._pause(deadline, delay)
+
+    def wait_settled(self, deadline: Deadline, model_names: Sequence[str],
+                     exited: Callable[[], str | None] = lambda: None,
+                     ) -> dict[str, list[tuple[int, str]]]:
+        """Poll until every model in ``model_names`` reports versions and each of them is
+        AVAILABLE or END (a whole ModelServerConfig has loaded); return each model's
+        [(version, state)]. ServerTimeoutError at the deadline names the models still loading.
+        """
+        settled: dict[str, list[tuple[int, str]]] = {}
+        last: dict[str, str] = {name: "no answer yet" for name in model_names}
+        delay = 0.05
+        while True:
+            for name in model_names:
+                if name in settled:
+                    continue
+                statuses, last[name] = self._poll_status(deadline, exited, f"model {name!r}",
+                                                         name, last[name])
+                states = [(version, state) for version, state, _, _ in statuses]
+                if states and all(state in ("AVAILABLE", "END") for _, state in states):
+                    settled[name] = states
+                elif states:
+                    last[name] = ", ".join(f"version {v} is {s}" for v, s in states)
+            if len(settled) == len(model_names):
+                return {name: settled[name] for name in model_names}
+            if deadline.expired():
+                waiting = "; ".join(f"{name!r}: {last[name]}" for name in model_names
+                                    if name not in settled)
+                raise ServerTimeoutError(
+                    f"The model config at {self.grpc_address} had not loaded after "
+                    f"{deadline.total_s:.0f} s: still waiting for {waiting}. Raise "
+                    "--tfs-start-timeout if those models are large, or check the log below."
+                )
+            delay = self._pause(deadline, delay)
+
+    def _poll_status(self, deadline: Deadline, exited: Callable[[], str | None], what: str,
+                     model_name: str, last: str) -> tuple[list[tuple[int, str, int, str]], str]:
+        """One GetModelStatus for ``model_name``: (statuses, last status text); raises
+        ServerStartError when the server is gone."""
+        gone = exited()
+        if gone is not None:
+            raise ServerStartError(
+                f"The server for {what} exited before the model was AVAILABLE ({gone}). See "
+                "the log below for the reason."
+            )
+        try:
+            timeout = max(0.2, min(2.0, deadline.remaining()))
+            return self.status(timeout=timeout, model_name=model_name), last
+        except grpc.RpcError as exc:
+            code = exc.code() if hasattr(exc, "code") else None
+            if code == grpc.StatusCode.NOT_FOUND:
+                return [], f"model {model_name!r} not known yet ({exc.details()})"
+            details = exc.details() if hasattr(exc, "details") else exc
+            return [], f"{code.name if code else 'error'}: {details}"
+
+    @staticmethod
+    def _pause(deadline: Deadline, delay: float) -> float:
+        time.sleep(min(delay, deadline.remaining()))
+        return min(delay * 1.5, 0.5)

@@ -238,9 +238,19 @@ def _dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def inspect_model(path: Path | str, name: str | None = None) -> ModelInfo:
-    """Inspect a TF Serving model dir: the version TF Serving would serve (the latest)."""
-    base, version, version_dir, versions = resolve_layout(Path(path))
+def inspect_model(path: Path | str, name: str | None = None,
+                  version: int | None = None) -> ModelInfo:
+    """Inspect a TF Serving model dir: the version TF Serving would serve (the latest), or
+    ``version`` of the base dir (the one a ModelServerConfig's policy serves)."""
+    base, latest, version_dir, versions = resolve_layout(Path(path))
+    if version is None or version == latest:
+        version = latest
+    elif version in versions:
+        version_dir = version_dirs(base)[version]
+    else:
+        raise ModelError(f"Model path {str(path)!r} has no version {version} holding "
+                         f"saved_model.pb (loadable versions: {list(versions)}). Export that "
+                         "version there, or change the model_version_policy.")
     proto = read_saved_model(version_dir)
     mg = serving_meta_graph(proto, version_dir)
     signatures = {

@@ -27,6 +27,7 @@ class Option:
     default: Any = None
     metavar: str | None = None
     multiple: bool = False  # repeatable flag; env/ini values split on commas/whitespace
+    split_commas: bool = True  # multiple: env/ini values split on commas too (else whitespace)
 
     @property
     def flag(self) -> str:
@@ -119,6 +120,23 @@ def parse_gate_names(raw: str) -> tuple[str, ...] | str:
     return tuple(words)
 
 
+# Flags every launcher sets itself (where it listens, what it serves): not for --tfs-server-arg.
+LAUNCHER_FLAGS = ("port", "rest_api_port", "model_name", "model_base_path", "model_config_file")
+
+
+def parse_server_arg(raw: str) -> str:
+    """One tensorflow_model_server flag, ``--name`` or ``--name=value``, passed as is."""
+    name = raw[2:].partition("=")[0]
+    if not raw.startswith("--") or not name or not name.replace("_", "").isalnum():
+        raise ValueError("expected one tensorflow_model_server flag as --name or --name=value, "
+                         "given with '=' (e.g. --tfs-server-arg=--file_system_poll_wait_"
+                         "seconds=0)")
+    if name in LAUNCHER_FLAGS:
+        raise ValueError(f"--{name} is set by the launcher itself (ports and what to serve); "
+                         "use --tfs-model / --tfs-model-config to choose what is served")
+    return raw
+
+
 def choice(*choices: str) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         if raw not in choices:
@@ -157,7 +175,8 @@ def register(*options: Option) -> None:
 register(
     Option("model", "SavedModel to gate: TF Serving base dir (numeric version subdirs) or one "
            "version dir. Enables the default gate suite.", parse_path, metavar="PATH"),
-    Option("model_name", "Model name served and requested (default: the model dir's name).",
+    Option("model_name", "Model name served and requested (default: the model dir's name); "
+           "with --tfs-model-config, the model of the config under gate.",
            metavar="NAME"),
     Option("backend", "Where TF Serving runs: auto (docker if an engine and image are there, "
            "else tensorflow_model_server on PATH, else bundled), docker, binary, bundled, remote.",
@@ -172,6 +191,14 @@ register(
     Option("gates", "Default gates to run: 'all' (default), 'none', or a comma-separated list "
            "such as serving,no_string_ops.", lambda raw: parse_gate_names(raw), default="all",
            metavar="NAMES"),
+    Option("model_config", "Gate a deployment as it runs: its TF Serving --model_config_file "
+           "(text ModelServerConfig). Every model in it is served; --tfs-model-name picks the "
+           "model under gate (the version its policy serves), and --tfs-model, if given, is the "
+           "candidate that takes that model's base_path. Enables the default gate suite.",
+           parse_existing_file, metavar="FILE"),
+    Option("server_arg", "Extra tensorflow_model_server flag, appended as is (repeatable; give "
+           "it with '=': --tfs-server-arg=--allow_version_labels_for_unavailable_models).",
+           parse_server_arg, metavar="--FLAG[=VALUE]", multiple=True, split_commas=False),
     Option("signatures", "Signatures under gate (default: every predict/classify/regress "
            "signature).", lambda raw: tuple(x for x in raw.replace(",", " ").split()),
            metavar="NAMES"),
@@ -247,7 +274,8 @@ def value(config: pytest.Config, name: str) -> Any:
 
 def _parse_maybe_many(option: Option, raw: str, source: str) -> Any:
     if option.multiple:
-        return tuple(_parse(option, part, source) for part in raw.replace(",", " ").split())
+        text = raw.replace(",", " ") if option.split_commas else raw
+        return tuple(_parse(option, part, source) for part in text.split())
     return _parse(option, raw, source)
 
 

@@ -48,7 +48,15 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         return []
     batching = (f"batching {settings.batching.as_dict()} from {settings.batching_source}"
                 if settings.batching else f"batching off ({settings.batching_source})")
-    return [f"tfserving: model {settings.model}; backend {settings.backend}; {batching}"]
+    deployment = settings.deployment
+    if deployment is None:
+        what = f"model {settings.model}"
+    else:
+        slot = (f"candidate {settings.model} in its slot" if deployment.candidate is not None
+                else f"version {deployment.version} from {deployment.slot_base}")
+        what = (f"model config {deployment.config_file}, model {deployment.gated} under gate "
+                f"({slot}; {len(deployment.models)} model(s) served)")
+    return [f"tfserving: {what}; backend {settings.backend}; {batching}"]
 
 
 class GateSuiteModule(pytest.Module):
@@ -189,9 +197,13 @@ def _report(state: TFSSession) -> dict[str, Any]:
     model = None
     if state.settings.active:
         try:
-            model = state.model().as_dict()
+            model = state.model_description()
         except Exception as exc:  # an unreadable model is reported by the gates themselves
-            model = {"path": str(state.settings.model), "error": str(exc)}
+            deployment = state.settings.deployment
+            model = {"path": str(deployment.version_dir if deployment else state.settings.model),
+                     "error": str(exc)}
+            if deployment is not None:
+                model.update(name=deployment.gated, model_config=str(deployment.config_file))
     settings = {"backend": state.settings.backend,
                 "batching": state.settings.batching.as_dict() if state.settings.batching else None,
                 "batching_source": state.settings.batching_source}

@@ -98,10 +98,12 @@ def header_line(backend: dict[str, Any], model: dict[str, Any] | None) -> str:
     what = backend.get("image_or_binary") or "-"
     if not model:
         name = "(no model)"
-    elif "name" in model:
+    elif "name" in model and "error" not in model:
         name = f"{model['name']} v{model.get('version', '?')}"
     else:  # the model could not be read; the gates say why
         name = f"{model.get('path', '?')} (unreadable)"
+    if model and model.get("model_config"):
+        name += f" from model config {model['model_config']}"
     line = f"model {name}; backend {backend.get('kind') or 'not started'} ({what})"
     if backend.get("reason"):
         line += f"; {backend['reason']}"

@@ -89,14 +89,31 @@ class TFSSession:
     # --- model --------------------------------------------------------------------------------
 
     def model(self) -> ModelInfo:
+        """The model under gate: ``--tfs-model``, or with ``--tfs-model-config`` the version the
+        config's policy serves in the gated model's slot (the candidate's, if given)."""
         if self._model is None:
-            if self.settings.model is None:
-                raise ConfigError("No model under gate: pass --tfs-model=PATH (or set tfs_model "
-                                  "in the ini file).")
             from pytest_tfserving.model import inspect_model
 
-            self._model = inspect_model(self.settings.model, self.settings.model_name)
+            deployment = self.settings.deployment
+            if deployment is not None:
+                path = deployment.version_dir if deployment.stage_slot else deployment.slot_base
+                self._model = inspect_model(path, deployment.gated, version=deployment.version)
+            elif self.settings.model is not None:
+                self._model = inspect_model(self.settings.model, self.settings.model_name)
+            else:
+                raise ConfigError("No model under gate: pass --tfs-model=PATH or "
+                                  "--tfs-model-config=FILE (or set tfs_model in the ini file).")
         return self._model
+
+    def model_description(self) -> dict[str, Any]:
+        """The report's ``model`` section: the inspected model, and with a model config the
+        file and the model under gate in it."""
+        described = self.model().as_dict()
+        if self.settings.deployment is not None:
+            deployment = self.settings.deployment.describe()
+            described["model_config"] = deployment.pop("config_file")
+            described["deployment"] = deployment
+        return described
 
     def default_serve_config(self) -> ServeConfig:
         """What the served gates and ``tfs_server`` serve: the float model, or with
@@ -118,6 +135,8 @@ class TFSSession:
             batching=self.settings.batching,
             intra_op_threads=self.settings.intra_op_threads,
             inter_op_threads=self.settings.inter_op_threads,
+            extra_flags=self.settings.server_args,
+            deployment=self.settings.deployment,
         )
 
     def serve_config(self, **changes: Any) -> ServeConfig:

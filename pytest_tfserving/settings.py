@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -12,6 +12,9 @@ from pytest_tfserving import options
 from pytest_tfserving.batching import BatchingParameters, read_batching_file
 from pytest_tfserving.errors import ConfigError
 from pytest_tfserving.serving.backend_settings import BackendSettings, resolve_backend_settings
+
+if TYPE_CHECKING:
+    from pytest_tfserving.serving.deployment import Deployment
 
 # The playbook's starting point when the user gives no batching parameters of their own.
 PLAYBOOK_BATCHING = BatchingParameters(max_batch_size=32, batch_timeout_micros=1000,
@@ -33,11 +36,14 @@ class Settings:
     gates: tuple[str, ...] | str  # "all" or the chosen gate names (empty: none)
     signatures: tuple[str, ...]
     serving: BackendSettings  # docker/binary/remote: image(s), pull, limits, env, target
+    server_args: tuple[str, ...] = ()  # --tfs-server-arg: extra tensorflow_model_server flags
+    model_config: Path | None = None  # --tfs-model-config as given
+    deployment: Deployment | None = None  # that config, checked, with the model under gate
 
     @property
     def active(self) -> bool:
         """True when a model is under gate (the default suite and fixtures are live)."""
-        return self.model is not None
+        return self.model is not None or self.deployment is not None
 
 
 def resolve_batching(config: pytest.Config) -> tuple[BatchingParameters | None, str]:
@@ -65,8 +71,48 @@ def resolve_batching(config: pytest.Config) -> tuple[BatchingParameters | None, 
         raise pytest.UsageError(f"{exc} [from {', '.join(sources)}]") from None
 
 
+def resolve_deployment(config: pytest.Config,
+                       server_args: tuple[str, ...]) -> Deployment | None:
+    """``--tfs-model-config``: the config read and checked, and the model under gate picked
+    (by ``--tfs-model-name``; ``--tfs-model`` takes its slot). Every problem is a usage error at
+    session start naming the value and the fix."""
+    given = options.resolve(config, "model_config")
+    if given.value is None:
+        return None
+    flag = f"--tfs-model-config={given.value}"
+    backend = options.resolve(config, "backend")
+    if backend.value == "remote":
+        raise options.usage_error(
+            f"{flag} cannot be gated on --tfs-backend=remote: a remote endpoint serves the config "
+            "it was started with, which this run can neither set nor see. Use a backend that "
+            "starts the server (bundled, binary or docker), or drop --tfs-model-config and gate "
+            "the remote model with --tfs-model-name", [given.source, backend.source])
+    from pytest_tfserving.serving.deployment import LABELS_FLAG, labels_allowed, load_deployment
+
+    sources = [given.source] + [options.resolve(config, name).source
+                                for name in ("model_name", "model")
+                                if options.was_given(config, name)]
+    try:
+        deployment = load_deployment(given.value, options.value(config, "model_name"),
+                                     options.value(config, "model"))
+    except ConfigError as exc:
+        raise options.usage_error(f"{flag}: {exc}", sources) from None
+    labels = deployment.labels()
+    if labels and not labels_allowed(server_args):
+        named = ", ".join(f"{label!r} -> version {version} of model {model}"
+                          for model, label, version in labels)
+        raise options.usage_error(
+            f"{flag} assigns version_labels ({named}); TF Serving applies labels before the "
+            "initial load and refuses them at start (\"Request to assign label to version N of "
+            "model M, which is not currently available for inference\") unless "
+            f"--{LABELS_FLAG} is passed. Add --tfs-server-arg=--{LABELS_FLAG} (production's "
+            "tensorflow_model_server must pass it too), or remove the labels", sources)
+    return deployment
+
+
 def resolve_settings(config: pytest.Config) -> Settings:
     batching, batching_source = resolve_batching(config)
+    server_args = tuple(options.value(config, "server_arg") or ())
     return Settings(
         model=options.value(config, "model"),
         model_name=options.value(config, "model_name"),
@@ -80,4 +126,7 @@ def resolve_settings(config: pytest.Config) -> Settings:
         gates=options.value(config, "gates"),
         signatures=options.value(config, "signatures") or (),
         serving=resolve_backend_settings(config),
+        server_args=server_args,
+        model_config=options.value(config, "model_config"),
+        deployment=resolve_deployment(config, server_args),
     )

@@ -232,3 +232,26 @@ def test_served_gates_run_once_per_image(pytester, engine, ctr_direct):
         assert [s["image"] for s in data["backend"]["servers"]] == [TEST_IMAGE, second]
     finally:
         engine.images.remove(second)
+
+
+def test_model_config_is_served_whole_in_a_container(pytester, engine, ctr_direct, tf1_linear):
+    """--tfs-model-config on the docker backend: both models served from read-only mounts at
+    /models/<name>, the named one gated."""
+    config = pytester.path / "models.config"
+    config.write_text(
+        "model_config_list {\n"
+        f"  config {{ name: 'linear' base_path: '{tf1_linear}' model_platform: 'tensorflow' }}\n"
+        f"  config {{ name: 'ctr' base_path: '{ctr_direct}' model_platform: 'tensorflow' }}\n"
+        "}\n")
+    report = pytester.path / "report.json"
+    result = pytester.runpytest_subprocess(
+        f"--tfs-model-config={config}", "--tfs-model-name=ctr", *DOCKER_ARGS,
+        "--tfs-gates=serving", f"--tfs-report={report}")
+    result.assert_outcomes(passed=1)
+    data = json.loads(report.read_text())
+    assert data["model"]["model_config"] == str(config) and data["model"]["name"] == "ctr"
+    assert data["backend"]["model_config_file"] == f"{docker_backend.CONFIG_MOUNT}/models.config"
+    served = {m["name"]: m for m in data["backend"]["served_models"]}
+    assert served["ctr"]["base_path"] == "/models/ctr"
+    assert served["ctr"]["host_path"] == str(ctr_direct.resolve())
+    assert served["linear"]["versions"] == [{"version": 1, "state": "AVAILABLE"}]

@@ -117,3 +117,50 @@ def test_bad_backend_options_are_usage_errors(pytester, args, expected):
     result = pytester.runpytest_subprocess(*args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"*{expected}*"])
+
+
+def test_model_config_container_mounts_each_base_dir_and_serves_a_rewritten_copy(
+        tmp_path, ctr_direct, tf1_linear):
+    """--tfs-model-config in a container: each model's base dir read-only at /models/<name>,
+    --model_config_file naming a copy (in /tfs-config) whose base paths are those mounts, the
+    policy and labels untouched; a staged slot (an INT8 copy, a baseline) mounts its one
+    version dir; a single model is mounted as before."""
+    import dataclasses
+
+    from pytest_tfserving.server.model_config import parse_model_config
+    from pytest_tfserving.serving.base import ServeConfig
+    from pytest_tfserving.serving.deployment import load_deployment
+
+    config = tmp_path / "models.config"
+    config.write_text(
+        "model_config_list {\n"
+        f"  config {{ name: 'linear' base_path: '{tf1_linear}' model_platform: 'tensorflow' }}\n"
+        f"  config {{ name: 'ctr' base_path: '{ctr_direct}' model_platform: 'tensorflow'\n"
+        "           model_version_policy { specific { versions: 1 } }\n"
+        "           version_labels { key: 'stable' value: 1 } }\n}\n")
+    deployment = load_deployment(config, "ctr", None)
+    serve = ServeConfig(model_name="ctr", version_dir=deployment.version_dir, version=1,
+                        deployment=deployment)
+    files = tmp_path / "files"
+    spec = docker_backend.container_spec(serve, files)
+    assert spec.command[-1] == "--model_config_file=/tfs-config/models.config"
+    assert not any(f.startswith(("--model_name", "--model_base_path")) for f in spec.command)
+    assert sorted(spec.binds) == sorted([
+        f"{files}:{docker_backend.CONFIG_MOUNT}:ro",
+        f"{tf1_linear.resolve()}:/models/linear:ro", f"{ctr_direct.resolve()}:/models/ctr:ro"])
+    linear, ctr = parse_model_config((files / "models.config").read_text(), "served copy")
+    assert (str(linear.base_path), str(ctr.base_path)) == ("/models/linear", "/models/ctr")
+    assert ctr.policy.versions == (1,) and ctr.labels == {"stable": 1}
+    assert spec.host_paths == {"linear": str(tf1_linear.resolve()),
+                               "ctr": str(ctr_direct.resolve())}
+
+    int8 = dataclasses.replace(serve, version_dir=tmp_path / "int8" / "ctr" / "1")
+    staged = docker_backend.container_spec(int8, tmp_path / "files-int8")
+    assert f"{int8.version_dir.resolve()}:/models/ctr/1:ro" in staged.binds
+    assert f"{ctr_direct.resolve()}:/models/ctr:ro" not in staged.binds
+
+    single = docker_backend.container_spec(
+        ServeConfig(model_name="ctr", version_dir=ctr_direct / "1", version=1),
+        tmp_path / "files-single")
+    assert single.binds[0] == f"{(ctr_direct / '1').resolve()}:/models/ctr/1:ro"
+    assert not any("model_config_file" in f for f in single.command)

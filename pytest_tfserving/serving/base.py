@@ -6,10 +6,13 @@ import abc
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_tfserving.batching import BatchingParameters
 from pytest_tfserving.deadline import Deadline
+
+if TYPE_CHECKING:
+    from pytest_tfserving.serving.deployment import Deployment
 
 GRPC_CONTAINER_PORT = 8500
 REST_CONTAINER_PORT = 8501
@@ -37,6 +40,8 @@ class ServeConfig:
     extra_flags: tuple[str, ...] = ()
     label: str = ""  # shown in reports when several servers run ("baseline", "marker ...")
     image: str = ""  # docker backend: this image instead of the first --tfs-image
+    # --tfs-model-config: serve the whole config, this model (version_dir) in its slot
+    deployment: Deployment | None = None
 
     @property
     def version_dir_name(self) -> str:
@@ -57,6 +62,7 @@ class ServeConfig:
             "prefer_tflite": self.prefer_tflite,
             "extra_flags": list(self.extra_flags),
             **({"image": self.image} if self.image else {}),
+            **({"model_config": str(self.deployment.config_file)} if self.deployment else {}),
         }
 
 

@@ -4,7 +4,10 @@ The image's entrypoint runs ``tensorflow_model_server --port=8500 --rest_api_por
 --model_name=$MODEL_NAME --model_base_path=$MODEL_BASE_PATH/$MODEL_NAME "$@"``, so the launcher
 sets ``MODEL_NAME``, mounts the version under gate read-only at ``/models/<name>/<version>``, the
 batching/monitoring files read-only at ``/tfs-config``, appends the tuning flags as arguments, and
-publishes 8500/8501 on 127.0.0.1 only (free host ports).
+publishes 8500/8501 on 127.0.0.1 only (free host ports). With ``--tfs-model-config`` every model's
+base dir is mounted read-only at ``/models/<name>`` and ``--model_config_file`` names a copy of
+the config (in ``/tfs-config``) whose base paths are those mounts; TF Serving takes the config
+file over the entrypoint's ``--model_name``/``--model_base_path``.
 
 Every container carries labels naming this pytest process (session id, host, pid and the pid's
 start time); a container whose owner is gone (a run killed with SIGKILL) is removed by the next
@@ -19,6 +22,7 @@ import shutil
 import socket
 import tempfile
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +38,13 @@ from pytest_tfserving.serving.base import (
     Endpoint,
     Launcher,
     ServeConfig,
+)
+from pytest_tfserving.serving.deployment import (
+    ServedModel,
+    describe_served,
+    mount_point,
+    wait_served,
+    write_served_config,
 )
 from pytest_tfserving.serving.flags import tuning_flags, write_config_files
 
@@ -217,6 +228,54 @@ def sweep_once(client: Any) -> list[str]:
     return sweep_leftovers(client)
 
 
+# --- what the container gets ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """The flags appended to the image's entrypoint and the read-only bind mounts
+    (``host:container:ro``); with a model config, each model's base path in the container and
+    on the host."""
+
+    command: list[str]
+    binds: list[str]
+    bases: dict[str, str] = field(default_factory=dict)
+    host_paths: dict[str, str] = field(default_factory=dict)
+    served_config: str | None = None
+
+
+def model_mount(config: ServeConfig) -> str:
+    return f"{MODEL_BASE_PATH}/{config.model_name}/{config.version_dir_name}"
+
+
+def container_spec(config: ServeConfig, files: Path) -> ContainerSpec:
+    """What the container runs and sees. One model: the version under gate at
+    ``/models/<name>/<version>``. A model config: each model's base dir at ``/models/<name>``
+    (a staged slot: its one version dir at ``/models/<name>/<version>``) and the served copy of
+    the config, written into ``files`` (mounted at /tfs-config) with those container paths."""
+    binds = [f"{files}:{CONFIG_MOUNT}:ro"]
+    command = tuning_flags(config, CONFIG_MOUNT)
+    if config.deployment is None:
+        return ContainerSpec(command, [f"{config.version_dir.resolve()}:{model_mount(config)}:ro",
+                                       *binds])
+    host_paths: dict[str, str] = {}
+
+    def base_path_of(index: int, model: ServedModel) -> str:
+        point = mount_point(MODEL_BASE_PATH, model.name, index)
+        if model.base_path is not None:
+            source, target = model.base_path.resolve(), point
+        else:
+            assert model.version_dir is not None
+            source, target = model.version_dir.resolve(), f"{point}/{model.version_dir_name}"
+        binds.append(f"{source}:{target}:ro")
+        host_paths[model.name] = str(source)
+        return point
+
+    path, bases = write_served_config(config, files, base_path_of)
+    served = f"{CONFIG_MOUNT}/{path.name}"
+    return ContainerSpec([*command, f"--model_config_file={served}"], binds, bases, host_paths,
+                         served)
+
+
 # --- the launcher -----------------------------------------------------------------------------
 
 class DockerLauncher(Launcher):
@@ -233,6 +292,7 @@ class DockerLauncher(Launcher):
         self.container_name: str | None = None
         self.workdir: Path | None = None
         self.swept: list[str] = []
+        self.served: dict[str, Any] = {}  # --tfs-model-config: the served config and models
         self._last_logs = ""
 
     # lifecycle
@@ -255,9 +315,10 @@ class DockerLauncher(Launcher):
         self.workdir = Path(tempfile.mkdtemp(prefix="tfs-docker-"))
         files = self.workdir / "config"
         write_config_files(self.config, files)
+        spec = container_spec(self.config, files)
         for path in (self.workdir, files, *files.iterdir()):  # readable by a non-root server
             path.chmod(0o755 if path.is_dir() else 0o644)
-        grpc_port, rest_port = self._create_and_start(image, version_dir, files)
+        grpc_port, rest_port = self._create_and_start(image, spec)
         rest = f"http://127.0.0.1:{rest_port}"
         self.endpoint = Endpoint(
             grpc_address=f"127.0.0.1:{grpc_port}", rest_address=rest,
@@ -265,18 +326,22 @@ class DockerLauncher(Launcher):
             image_or_binary=f"{self.image} (id {self.image_id.removeprefix('sha256:')[:12]})",
             metrics_url=rest + METRICS_PATH if self.config.monitoring else None,
             extra={"container": self.container_name, "image": self.image,
-                   "image_id": self.image_id, "swept": self.swept},
+                   "image_id": self.image_id, "swept": self.swept,
+                   **({"model_config_file": spec.served_config} if spec.served_config else {})},
         )
         client = TFServingClient(self.endpoint.grpc_address, self.config.model_name)
         try:
-            client.wait_available(deadline, exited=self._exit_reason)
+            statuses = wait_served(client, self.config, deadline, self._exit_reason)
         except TFServingError as exc:
             raise with_log_tail(exc, self.log_tail(), self._source()) from None
         finally:
             client.close()
+        if spec.served_config is not None:
+            self.served = describe_served(spec.served_config, spec.bases, statuses,
+                                          spec.host_paths)
         return self.endpoint
 
-    def _create_and_start(self, image: Any, version_dir: Path, files: Path) -> tuple[int, int]:
+    def _create_and_start(self, image: Any, spec: ContainerSpec) -> tuple[int, int]:
         from docker.errors import APIError
 
         name = self._name()
@@ -285,14 +350,11 @@ class DockerLauncher(Launcher):
             grpc_port, rest_port = free_port(), free_port()
             try:
                 self.container = self.client.containers.create(
-                    image.id, command=tuning_flags(self.config, CONFIG_MOUNT), name=name,
+                    image.id, command=spec.command, name=name,
                     detach=True, labels=self._labels(),
                     environment={"MODEL_NAME": self.config.model_name,
                                  "MODEL_BASE_PATH": MODEL_BASE_PATH, **self.settings.env_dict()},
-                    volumes={
-                        str(version_dir): {"bind": self.model_mount(), "mode": "ro"},
-                        str(files): {"bind": CONFIG_MOUNT, "mode": "ro"},
-                    },
+                    volumes=spec.binds,
                     ports={f"{GRPC_CONTAINER_PORT}/tcp": ("127.0.0.1", grpc_port),
                            f"{REST_CONTAINER_PORT}/tcp": ("127.0.0.1", rest_port)},
                     nano_cpus=int(self.settings.cpus * 1e9) if self.settings.cpus else None,
@@ -341,7 +403,7 @@ class DockerLauncher(Launcher):
     # what ran, logs, readiness
 
     def model_mount(self) -> str:
-        return f"{MODEL_BASE_PATH}/{self.config.model_name}/{self.config.version_dir_name}"
+        return model_mount(self.config)
 
     def logs(self) -> str:
         if self.container is not None:
@@ -376,7 +438,7 @@ class DockerLauncher(Launcher):
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "image": self.image, "image_id": self.image_id,
                 "container": self.container_name, "cpus": self.settings.cpus,
-                "memory": self.settings.memory, "swept": self.swept}
+                "memory": self.settings.memory, "swept": self.swept, **self.served}
 
     def _labels(self) -> dict[str, str]:
         return {LABEL_SESSION: self.settings.session_id, LABEL_MODEL: self.config.model_name,

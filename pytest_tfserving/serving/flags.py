@@ -54,13 +54,17 @@ def tuning_flags(config: ServeConfig, files_dir: str) -> list[str]:
 
 
 def model_server_flags(config: ServeConfig, grpc_port: int, rest_port: int,
-                       model_base_path: str, files_dir: str) -> list[str]:
-    """The full command-line flags for tensorflow_model_server (or the bundled server)."""
+                       model_base_path: str, files_dir: str,
+                       model_config_file: str | None = None) -> list[str]:
+    """The full command-line flags for tensorflow_model_server (or the bundled server): one
+    model (``--model_name``/``--model_base_path``), or with ``model_config_file`` the served
+    copy of a ModelServerConfig."""
+    what = ([f"--model_config_file={model_config_file}"] if model_config_file is not None else
+            [f"--model_name={config.model_name}", f"--model_base_path={model_base_path}"])
     return [
         f"--port={grpc_port}",
         f"--rest_api_port={rest_port}",
-        f"--model_name={config.model_name}",
-        f"--model_base_path={model_base_path}",
+        *what,
         *tuning_flags(config, files_dir),
     ]
 

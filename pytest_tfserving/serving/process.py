@@ -10,12 +10,19 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from pytest_tfserving.client import TFServingClient
 from pytest_tfserving.deadline import Deadline
 from pytest_tfserving.errors import ServerStartError, TFServingError, with_log_tail
 from pytest_tfserving.ports import free_port
 from pytest_tfserving.serving.base import METRICS_PATH, Endpoint, Launcher, ServeConfig
+from pytest_tfserving.serving.deployment import (
+    ServedModel,
+    describe_served,
+    wait_served,
+    write_served_config,
+)
 from pytest_tfserving.serving.flags import model_server_flags, stage_model, write_config_files
 
 _BIND_FAILURE_HINTS = ("address already in use", "failed to bind", "could not bind",
@@ -34,6 +41,7 @@ class ProcessLauncher(Launcher):
         self.workdir: Path | None = None
         self.log_path: Path | None = None
         self._ports = (0, 0)  # (gRPC, REST) of the latest start attempt
+        self.served: dict[str, Any] = {}  # --tfs-model-config: the served config and models
 
     def command_prefix(self) -> list[str]:
         raise NotImplementedError
@@ -90,13 +98,14 @@ class ProcessLauncher(Launcher):
     def _start_once(self, deadline: Deadline) -> Endpoint:
         self.workdir = Path(tempfile.mkdtemp(prefix=f"tfs-{self.kind}-"))
         self.log_path = self.workdir / "server.log"
-        base = stage_model(self.config, self.workdir / "models")
         write_config_files(self.config, self.workdir)
+        base, served_config, bases = self._stage(self.workdir)
         grpc_port, rest_port = free_port(), free_port()
         self._ports = (grpc_port, rest_port)
         command = [
             *self.command_prefix(),
-            *model_server_flags(self.config, grpc_port, rest_port, str(base), str(self.workdir)),
+            *model_server_flags(self.config, grpc_port, rest_port, base, str(self.workdir),
+                                served_config),
             *self.extra_flags(),
         ]
         (self.workdir / "command.txt").write_text(" ".join(command) + "\n")
@@ -117,16 +126,36 @@ class ProcessLauncher(Launcher):
             model_name=self.config.model_name, backend=self.kind,
             image_or_binary=self.image_or_binary(),
             metrics_url=rest + METRICS_PATH if self.config.monitoring else None,
-            extra={"pid": self.process.pid, "log": str(self.log_path), "command": command},
+            extra={"pid": self.process.pid, "log": str(self.log_path), "command": command,
+                   **({"model_config_file": served_config} if served_config else {})},
         )
         client = TFServingClient(self.endpoint.grpc_address, self.config.model_name)
         try:
-            client.wait_available(deadline, exited=self._exit_reason)
+            statuses = wait_served(client, self.config, deadline, self._exit_reason)
         except TFServingError as exc:
             raise with_log_tail(exc, self.log_tail(), self.display_name) from None
         finally:
             client.close()
+        if served_config is not None:
+            self.served = describe_served(served_config, bases, statuses)
         return self.endpoint
+
+    def _stage(self, workdir: Path) -> tuple[str, str | None, dict[str, str]]:
+        """(model base path, served model config or None, each served model's base path).
+        One model: a base dir holding the version under gate. A model config: its copy with
+        absolute host paths, the gated slot staged where it is not served as it is."""
+        if self.config.deployment is None:
+            return str(stage_model(self.config, workdir / "models")), None, {}
+
+        def base_path_of(_: int, model: ServedModel) -> str:
+            base = model.base_path or stage_model(self.config, workdir / "models")
+            return str(Path(base).absolute())
+
+        path, bases = write_served_config(self.config, workdir, base_path_of)
+        return bases[self.config.model_name], str(path), bases
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), **self.served}
 
     def _exit_reason(self) -> str | None:
         if self.process is None:

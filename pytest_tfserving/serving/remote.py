@@ -27,6 +27,11 @@ class RemoteLauncher(Launcher):
         self.settings = settings or BackendSettings()
 
     def start(self, deadline: Deadline) -> Endpoint:
+        if self.config.deployment is not None:
+            raise ConfigError(
+                "--tfs-model-config cannot be served on --tfs-backend=remote: the remote "
+                "endpoint's config is the one it was started with. Use --tfs-backend=bundled, "
+                "binary or docker.")
         target = self.settings.target
         if not target:
             raise ConfigError(
