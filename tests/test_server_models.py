@@ -280,3 +280,28 @@ def test_method_name_check_tensor_content_and_cors(tf1_linear: Path, tmp_path: P
         with urllib.request.urlopen(preflight, timeout=10) as r:
             assert r.status == 200
             assert r.headers["Access-Control-Allow-Methods"] == "POST, GET"
+
+
+def _signatureless_tflite(path: Path) -> None:
+    """y = x / 2 + 2 as an old converter wrote it: no signature list, tensors named x and y."""
+    import tensorflow as tf
+
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [1, 1], name="x")
+        y = tf.identity(x * 0.5 + 2.0, name="y")
+        with tf.compat.v1.Session(graph=graph) as session:
+            model = tf.compat.v1.lite.TFLiteConverter.from_session(session, [x], [y]).convert()
+    path.mkdir(parents=True)
+    (path / "model.tflite").write_bytes(model)
+
+
+def test_tflite_model_without_signatures_serves_its_tensors(tmp_path: Path) -> None:
+    _signatureless_tflite(tmp_path / "m" / "00000123")
+    with ServerProcess(tmp_path / "m", *FAST, "--prefer_tflite_model=true") as srv:
+        srv.wait_available()
+        req = predict_request("m", {"x": np.array([2.0], np.float32)})
+        response = srv.stub().Predict(req, timeout=10)
+        assert list(response.outputs["y"].float_val) == [3.0]  # resized from [1, 1] to [1]
+        assert response.model_spec.version.value == 123
+        assert response.model_spec.signature_name == "serving_default"

@@ -147,8 +147,9 @@ class ModelManager:
             try:
                 on_disk = version_dirs(cfg.base_path)
             except OSError as exc:
-                self.log.warning("File system storage path source: cannot list %s for servable "
-                                 "%s: %s", cfg.base_path, name, exc.strerror)
+                self.log.error("FileSystemStoragePathSource encountered a filesystem access "
+                               "error: Could not find base path %s for servable %s with error "
+                               "%s", cfg.base_path, name, exc.strerror)
                 continue
             if not on_disk:
                 self.log.warning("No versions of servable %s found under base path %s. Did you "

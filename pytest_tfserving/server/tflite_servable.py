@@ -30,10 +30,11 @@ def _interpreter(model: bytes) -> Any:
     return Interpreter(model_content=model, num_threads=1)
 
 
-def _info(key: str, detail: Mapping[str, Any]) -> TensorInfo:
+def tensor_info(key: str, detail: Mapping[str, Any]) -> TensorInfo:
+    """A LiteRT tensor detail as the server's TensorInfo (-1 for dims the model leaves open)."""
     dtype = DTYPE_BY_NUMPY.get(np.dtype(detail["dtype"]).newbyteorder("="), 0)
     shape = detail.get("shape_signature")
-    if shape is None:
+    if shape is None or len(shape) == 0:
         shape = detail["shape"]
     return TensorInfo(key, dtype, tuple(int(d) for d in shape))
 
@@ -49,8 +50,8 @@ class TFLiteSignatureRunner:
         self._model = model
         self._local = threading.local()
         runner = probe.get_signature_runner(name)
-        self.inputs = {k: _info(k, d) for k, d in runner.get_input_details().items()}
-        self.outputs = {k: _info(k, d) for k, d in runner.get_output_details().items()}
+        self.inputs = {k: tensor_info(k, d) for k, d in runner.get_input_details().items()}
+        self.outputs = {k: tensor_info(k, d) for k, d in runner.get_output_details().items()}
 
     def _runner(self) -> Any:
         runner = getattr(self._local, "runner", None)

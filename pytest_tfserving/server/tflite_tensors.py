@@ -16,9 +16,9 @@ from typing import Any
 import grpc
 import numpy as np
 
-from pytest_tfserving.server.servable import Arrays, TensorInfo
+from pytest_tfserving.server.servable import Arrays
 from pytest_tfserving.server.status import ServingError
-from pytest_tfserving.tensors import DTYPE_BY_NUMPY
+from pytest_tfserving.server.tflite_servable import tensor_info
 
 METADATA_KEY = b"signature_defs_metadata"
 PREDICT = "tensorflow/serving/predict"
@@ -69,8 +69,8 @@ class TFLiteTensorRunner:
                              f"does not have (it has {sorted(by_name)})")
         self._in = {k: int(by_name[t]["index"]) for k, t in in_keys.items()}
         self._out = {k: int(by_name[t]["index"]) for k, t in out_keys.items()}
-        self.inputs = {k: _info(k, by_name[t]) for k, t in in_keys.items()}
-        self.outputs = {k: _info(k, by_name[t]) for k, t in out_keys.items()}
+        self.inputs = {k: tensor_info(k, by_name[t]) for k, t in in_keys.items()}
+        self.outputs = {k: tensor_info(k, by_name[t]) for k, t in out_keys.items()}
 
     def _interpreter(self) -> Any:
         interp = getattr(self._local, "interp", None)
@@ -104,14 +104,6 @@ class TFLiteTensorRunner:
         except (ValueError, RuntimeError) as exc:
             raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
                                f"TFLite signature {self.name!r}: {exc}") from None
-
-
-def _info(key: str, detail: Mapping[str, Any]) -> TensorInfo:
-    dtype = DTYPE_BY_NUMPY.get(np.dtype(detail["dtype"]).newbyteorder("="), 0)
-    shape = detail.get("shape_signature")
-    if shape is None or len(shape) == 0:
-        shape = detail["shape"]
-    return TensorInfo(key, dtype, tuple(int(d) for d in shape))
 
 
 def tensor_runners(model: bytes, probe: Any, model_name: str
