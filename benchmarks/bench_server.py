@@ -3,7 +3,8 @@
     python benchmarks/bench_server.py [--model fixtures/models/ctr_direct] [--seconds 3]
 
 (a) saturated throughput of the server (batching off) vs direct in-process calls at the same batch
-    size (batch 1 and 32; 8 concurrent streams),
+    size (batch 1 and 32; 8 concurrent streams): vs the eager TF2 signature call, and (a') vs the
+    prepared Session callable the server itself runs,
 (b) p50 overhead per request at low load (one request at a time: server p50 minus in-process p50),
 (c) throughput with batching on vs off, 32 concurrent streams sending one example each, for
     ctr_direct (per-request RPC work dominates: the arithmetic bound is printed with its numbers)
@@ -53,14 +54,26 @@ def model_inputs(info: Any, n: int, rng: np.random.Generator) -> dict[str, np.nd
     return out
 
 
-def in_process(model: Path, inputs: dict[str, np.ndarray], seconds: float) -> dict[str, float]:
+def in_process(model: Path, inputs: dict[str, np.ndarray], seconds: float,
+               how: str = "eager") -> dict[str, float]:
+    """Calls per second and p50 of one thread calling the model in this process: ``eager``, the
+    TF2 signature function (what a user runs in-process), or ``session``, the prepared Session
+    callable the bundled server itself runs (the server's own floor)."""
     import tensorflow as tf
 
-    fn = tf.saved_model.load(str(model)).signatures["serving_default"]
+    if how == "session":
+        from pytest_tfserving.server.servable import load_servable
 
-    def call() -> None:
-        for v in fn(**{k: tf.constant(a) for k, a in inputs.items()}).values():
-            v.numpy()
+        runner = load_servable("m", 1, model).signatures["serving_default"]
+
+        def call() -> None:
+            runner.run(inputs)
+    else:
+        fn = tf.saved_model.load(str(model)).signatures["serving_default"]
+
+        def call() -> None:
+            for v in fn(**{k: tf.constant(a) for k, a in inputs.items()}).values():
+                v.numpy()
 
     for _ in range(50):
         call()
@@ -217,6 +230,8 @@ def main() -> None:
     h1, h32 = model_inputs(hinfo, 1, rng), model_inputs(hinfo, 32, rng)
     ip1, ip32 = in_process(info.version_dir, x1, sec), in_process(info.version_dir, x32, sec)
     hp1, hp32 = in_process(hinfo.version_dir, h1, sec), in_process(hinfo.version_dir, h32, sec)
+    sp1 = in_process(info.version_dir, x1, sec, "session")
+    sp32 = in_process(info.version_dir, x32, sec, "session")
     b1, b32, hb1 = h2load_body(x1), h2load_body(x32), h2load_body(h1)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "batching.txt"
@@ -243,6 +258,10 @@ def main() -> None:
          f"{sat1['qps'] / ip1['qps']:.2f} (goal >= 0.8)"),
         ("(a) saturated req/s, batch 32", f"{sat32['qps']:.0f}", f"{ip32['qps']:.0f}",
          f"{sat32['qps'] / ip32['qps']:.2f} (goal >= 0.8)"),
+        ("(a') batch 1 vs the Session callable", f"{sat1['qps']:.0f}", f"{sp1['qps']:.0f}",
+         f"{sat1['qps'] / sp1['qps']:.2f} (the server's own floor)"),
+        ("(a') batch 32 vs the Session callable", f"{sat32['qps']:.0f}", f"{sp32['qps']:.0f}",
+         f"{sat32['qps'] / sp32['qps']:.2f}"),
         ("(b) p50 us at 1 stream, batch 1", f"{low['p50_us']:.0f}", f"{ip1['p50_us']:.0f}",
          f"overhead {low['p50_us'] - ip1['p50_us']:.0f} us"),
         ("(c) ctr_direct: 32 streams x 1 example", f"on {ctr_on['qps']:.0f}",
