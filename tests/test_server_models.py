@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.server_helpers import ROOT, ServerProcess, predict_request
+from server_helpers import ROOT, ServerProcess, predict_request
 
 pytestmark = pytest.mark.xdist_group("server_models")
 
