@@ -236,6 +236,29 @@ def test_traits_of_the_stand_ins(foreign: dict[str, Path]) -> None:
     assert not tf2["classify_x_to_y"].takes_examples  # predict method: Predict API only
 
 
+def test_tflite_conversion_of_reference_variables_names_the_fix(
+        foreign: dict[str, Path]) -> None:
+    from pytest_tfserving.int8.quantize import QuantizationError, convert
+    from pytest_tfserving.model import inspect_model
+
+    model = inspect_model(foreign["tf1_counter"])
+    with pytest.raises(QuantizationError) as caught:
+        convert(model.version_dir, model.signature("get_counter"), representative=None)
+    assert "The SavedModel keeps TF1 reference variables (VariableV2" in str(caught.value)
+    assert "tf.compat.v1.enable_resource_variables()" in str(caught.value)
+
+
+def test_relative_int8_bound_from_a_perfect_float_metric_says_what_to_set() -> None:
+    from pytest_tfserving.int8.metrics import ChangeThreshold
+
+    bound = ChangeThreshold("lower", max_rel_delta=0.05)
+    assert bound.violations(0.0, 0.0027) == [
+        "worse by 0.0027 from a float value of 0, which no relative bound (allowed 5.00%) can "
+        "admit; bound it in the metric's units instead: --tfs-int8-max-delta (max_delta= on "
+        "the marker)"]
+    assert bound.violations(0.0, 0.0) == []
+
+
 # --- the suite on each stand-in -------------------------------------------------------------
 
 def test_tf1_zero_padded_model_with_1d_input_and_tf_example_signatures(
