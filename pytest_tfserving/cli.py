@@ -89,19 +89,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _make(args: argparse.Namespace) -> int:
     from pytest_tfserving.model import inspect_model
-    from pytest_tfserving.warmup import make_warmup_file, validate_warmup_file
+    from pytest_tfserving.warmup import make_warmup_file, validate_warmup_file, warmup_plan
 
     if args.records is not None and args.from_npz is None:
         raise TFServingError("--records goes with --from-npz; with --synthetic N, N is the "
                              "record count per signature.")
     model = inspect_model(args.model)
     out = args.out or model.warmup_file
+    signatures, notes = warmup_plan(model, args.signatures)
+    for note in notes:
+        print(f"NOTE {note}", file=sys.stderr)
     count = make_warmup_file(model, out, from_npz=args.from_npz, synthetic=args.synthetic,
                              records=args.records, seed=args.seed,
-                             batch_sizes=args.batch_sizes, signatures=args.signatures,
+                             batch_sizes=args.batch_sizes, signatures=signatures,
                              overwrite=args.force)
     problems = validate_warmup_file(model, out)
-    print(f"wrote {count} warmup record(s) to {out}")
+    print(f"wrote {count} warmup record(s) to {out} (signatures: {', '.join(signatures)})")
     for problem in problems:
         print(f"PROBLEM {problem}", file=sys.stderr)
     return 1 if problems else 0

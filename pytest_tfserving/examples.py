@@ -93,10 +93,15 @@ def make_examples(features: list[FeatureSpec], count: int, seed: int = 0) -> lis
     return out
 
 
-def synthesize_example_inputs(model: ModelInfo, signature: Signature,
-                              batch_size: int) -> dict[str, np.ndarray[Any, Any]] | None:
-    """Inputs for a signature whose single string input is serialized tf.Example."""
-    string_inputs = [k for k, s in signature.inputs.items() if s.is_string]
+def synthesize_example_inputs(model: ModelInfo, signature: Signature, batch_size: int,
+                              as_examples_api: bool = False
+                              ) -> dict[str, np.ndarray[Any, Any]] | None:
+    """Inputs for a signature whose single string input is serialized tf.Example.
+
+    ``as_examples_api``: feed the single input as the Classify/Regress APIs do, a [batch]
+    vector of serialized tf.Examples, whatever the SignatureDef declares for it (its dtype, as
+    TF Serving's ``saved_model_half_plus_three`` shows, may be wrong)."""
+    string_inputs = [k for k, s in signature.inputs.items() if s.is_string or as_examples_api]
     if len(string_inputs) != 1 or len(signature.inputs) != 1:
         return None
     features = parse_specs(model)
@@ -106,6 +111,6 @@ def synthesize_example_inputs(model: ModelInfo, signature: Signature,
     records = make_examples(features, batch_size)
     arr: np.ndarray[Any, Any] = np.empty(len(records), dtype=object)
     arr[:] = records
-    if spec.shape == ():
+    if spec.shape == () and not as_examples_api:
         arr = arr[:1].reshape(())
     return {string_inputs[0]: arr}

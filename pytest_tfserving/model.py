@@ -35,12 +35,13 @@ class TensorSpec:
 
     @property
     def numpy_dtype(self) -> str:
-        """The numpy dtype name for this tensor ("int64", "float32", "object" for strings)."""
-        return DTYPE_TO_NUMPY.get(self.dtype, "object")
+        """The numpy dtype name for this tensor ("int64", "float32", "object" for strings);
+        a TF1 reference type (``DT_FLOAT_REF``) as its value type."""
+        return DTYPE_TO_NUMPY.get(self.dtype.removesuffix("_REF"), "object")
 
     @property
     def is_string(self) -> bool:
-        return self.dtype == "DT_STRING"
+        return self.dtype.removesuffix("_REF") == "DT_STRING"
 
     def describe(self) -> str:
         dims = "?" if self.shape is None else ",".join(
@@ -221,6 +222,9 @@ def _shape(proto: Any) -> tuple[int | None, ...] | None:
 
 
 def _specs(tensor_map: Any) -> dict[str, TensorSpec]:
+    """Specs of a SignatureDef's TensorInfo map. A TensorInfo without ``tensor_shape`` (old or
+    hand-built exports, e.g. TF Serving's ``saved_model_half_plus_three``) declares no shape:
+    unknown rank, not a scalar."""
     from tensorflow.core.framework import types_pb2
 
     return {
@@ -228,7 +232,7 @@ def _specs(tensor_map: Any) -> dict[str, TensorSpec]:
             key=key,
             tensor_name=info.name,
             dtype=types_pb2.DataType.Name(info.dtype),
-            shape=_shape(info.tensor_shape),
+            shape=_shape(info.tensor_shape) if info.HasField("tensor_shape") else None,
         )
         for key, info in sorted(tensor_map.items())
     }

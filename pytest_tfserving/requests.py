@@ -33,11 +33,13 @@ def predict_request(model_name: str, signature_name: str, inputs: Mapping[str, A
 
 
 def synthesize_tensor(spec: TensorSpec, batch_size: int, rng: np.random.Generator,
-                      free_dim: int = 1) -> np.ndarray[Any, Any]:
+                      free_dim: int = 1, unknown_rank_scalar: bool = False
+                      ) -> np.ndarray[Any, Any]:
     """A plausible value for ``spec``: dim 0 unknown -> batch_size, other unknown dims ->
-    ``free_dim``; unknown rank -> a vector of batch_size."""
+    ``free_dim``; unknown rank -> a vector of batch_size (a scalar with
+    ``unknown_rank_scalar``: the other common guess for a placeholder without a shape)."""
     if spec.shape is None:
-        shape: tuple[int, ...] = (batch_size,)
+        shape: tuple[int, ...] = () if unknown_rank_scalar else (batch_size,)
     else:
         shape = tuple(
             (batch_size if i == 0 else free_dim) if d is None else d
@@ -59,9 +61,11 @@ def synthesize_tensor(spec: TensorSpec, batch_size: int, rng: np.random.Generato
                       "requests (warmup records or --tfs-requests=FILE.npz).")
 
 
-def synthesize_inputs(signature: Signature, batch_size: int = 1, seed: int = 0) -> Inputs:
+def synthesize_inputs(signature: Signature, batch_size: int = 1, seed: int = 0,
+                      unknown_rank_scalar: bool = False) -> Inputs:
     rng = np.random.default_rng(seed)
-    return {key: synthesize_tensor(spec, batch_size, rng)
+    return {key: synthesize_tensor(spec, batch_size, rng,
+                                   unknown_rank_scalar=unknown_rank_scalar)
             for key, spec in signature.inputs.items()}
 
 

@@ -65,18 +65,21 @@ class TimeShare:
                 "top_string_ops": self.top_string_ops, "note": self.note, "method": METHOD}
 
 
-def representative_inputs(model: ModelInfo, signature: Signature,
-                          limit: int) -> tuple[list[Inputs], str]:
-    """Requests to time (up to ``limit``) and where they came from; [] with the reason if none."""
+def representative_inputs(model: ModelInfo, signature: Signature, limit: int,
+                          string_fed: bool = False) -> tuple[list[Inputs], str]:
+    """Requests to time (up to ``limit``) and where they came from; [] with the reason if none.
+    ``string_fed``: the signature's single input is a string tensor in the graph whatever it
+    declares (TF Serving's saved_model_half_plus_three declares DT_FLOAT): feed tf.Examples."""
     from pytest_tfserving.requests import synthesize_inputs, warmup_inputs
 
     recorded = warmup_inputs(model.version_dir, signature.name, limit=limit)
     if recorded:
         return recorded, f"{len(recorded)} warmup record(s)"
-    if any(spec.is_string for spec in signature.inputs.values()):
+    if string_fed or any(spec.is_string for spec in signature.inputs.values()):
         from pytest_tfserving.examples import synthesize_example_inputs
 
-        built = synthesize_example_inputs(model, signature, DEFAULT_BATCH)
+        built = synthesize_example_inputs(model, signature, DEFAULT_BATCH,
+                                          as_examples_api=string_fed)
         if built is None:
             return [], ("string input with no warmup record and no tf.Example parse spec in the "
                         "graph: add assets.extra/tf_serving_warmup_requests to time it")
@@ -140,10 +143,14 @@ def _measure_one(session: Any, meta_graph: Any, model: ModelInfo, signature: Sig
                  findings: list[OpFinding], runs: int) -> TimeShare:
     import tensorflow as tf
 
-    requests, source = representative_inputs(model, signature, limit=runs)
+    sig_def = meta_graph.signature_def[signature.name]
+    string_fed = len(sig_def.inputs) == 1 and all(
+        session.graph.get_tensor_by_name(info.name).dtype == tf.string
+        and not signature.inputs[key].is_string for key, info in sig_def.inputs.items())
+    requests, source = representative_inputs(model, signature, limit=runs,
+                                             string_fed=string_fed)
     if not requests:
         return TimeShare(signature.name, measured=False, note=source)
-    sig_def = meta_graph.signature_def[signature.name]
     fetches = {k: v.name for k, v in sig_def.outputs.items()}
     feeds = [{sig_def.inputs[k].name: v for k, v in request.items() if k in sig_def.inputs}
              for request in requests]
@@ -166,8 +173,11 @@ def _measure_one(session: Any, meta_graph: Any, model: ModelInfo, signature: Sig
                             run_metadata=metadata)
                 traces.append(metadata)
     except (tf.errors.OpError, ValueError, TypeError) as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        reason = next((line for line in reversed(lines) if not line.startswith(
+            ("[[", "Detected at node", "Graph execution error"))), type(exc).__name__)
         return TimeShare(signature.name, measured=False, requests=source,
-                         note=f"running the signature failed: {str(exc).splitlines()[0]}")
+                         note=f"running the signature failed: {reason[:300]}")
     elapsed = time.perf_counter() - started
     for metadata in traces:
         for partition in metadata.partition_graphs:

@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +30,9 @@ from pytest_tfserving.model import (
     Signature,
     TensorSpec,
 )
+
+if TYPE_CHECKING:
+    from pytest_tfserving.servability import SignatureTraits
 
 MAX_RECORDS = 1000  # TF Serving's WarmupConsts::kMaxNumRecords: more fails the model load
 SUPPORTED_KINDS = ("predict_log", "classify_log", "regress_log", "multi_inference_log")
@@ -126,10 +129,18 @@ class ReplayLine:
     micros: int
 
 
-def make_command(model: ModelInfo) -> str:
+def make_command(model: ModelInfo, signatures: Sequence[str] = ()) -> str:
     """The CLI command that writes a warmup file for ``model`` (quoted into fix messages)."""
+    named = f" --signatures {','.join(signatures)}" if signatures else ""
     return f"python -m pytest_tfserving warmup make --model {model.version_dir} --synthetic " \
-           f"{DEFAULT_SYNTHETIC_RECORDS}"
+           f"{DEFAULT_SYNTHETIC_RECORDS}{named}"
+
+
+def missing_file_problem(model: ModelInfo, signatures: Sequence[str] = ()) -> str:
+    """What to say when the model has no warmup file, with the command that makes one."""
+    return (f"no warmup file at {model.warmup_file}: TF Serving starts this model cold and the "
+            "first requests after every release pay for it. Make one: "
+            f"`{make_command(model, signatures)}` (or --from-npz FILE with real inputs).")
 
 
 # --- reading ------------------------------------------------------------------------------
@@ -218,11 +229,17 @@ def inspect_warmup_file(path: Path | str, model: ModelInfo | None = None) -> War
 
 # --- validation ---------------------------------------------------------------------------
 
-def validate_warmup_file(model: ModelInfo, path: Path | str | None = None) -> list[Problem]:
+def validate_warmup_file(model: ModelInfo, path: Path | str | None = None, *,
+                         batching: bool = False) -> list[Problem]:
     """Everything TF Serving would reject or silently skip in ``path`` (default: the model's
-    own ``assets.extra/tf_serving_warmup_requests``). Empty list: the file is good."""
+    own ``assets.extra/tf_serving_warmup_requests``), and records that change the served state
+    at every load. With ``batching`` (the server runs with ``--enable_batching``), also the
+    predict records its batching session rejects, which fail the model load. Empty list: the
+    file is good."""
     path = Path(path) if path is not None else model.warmup_file
     if not path.is_file():
+        if path == model.warmup_file:
+            return [Problem(missing_file_problem(model))]
         return [Problem(
             f"no warmup file at {path}: TF Serving starts this model cold and the first "
             f"requests after every release pay for it. Make one: `{make_command(model)}` "
@@ -231,10 +248,14 @@ def validate_warmup_file(model: ModelInfo, path: Path | str | None = None) -> li
     by_message: dict[str, list[int]] = {}
     problems: list[Problem] = []
     count = 0
+    state = _StateCheck(model)
     try:
         for index, log in _read_logs(path):
             count += 1
-            for message in _check_record(model, log):
+            messages = _check_record(model, log)
+            if not messages:
+                messages = state.problems(log) + (_batching_problems(log) if batching else [])
+            for message in messages:
                 by_message.setdefault(message, []).append(index)
     except ConfigError as exc:
         problems.append(Problem(
@@ -277,6 +298,78 @@ def _check_record(model: ModelInfo, log: Any) -> list[str]:
         problems += _check_examples(model, task.model_spec.signature_name, task.method_name,
                                     request.input)
     return problems
+
+
+def _record_signatures(log: Any) -> list[str]:
+    kind = log.WhichOneof("log_type")
+    if kind == "multi_inference_log":
+        return [t.model_spec.signature_name or DEFAULT_SIGNATURE
+                for t in log.multi_inference_log.request.tasks]
+    if kind in ("predict_log", "classify_log", "regress_log"):
+        return [getattr(log, kind).request.model_spec.signature_name or DEFAULT_SIGNATURE]
+    return []
+
+
+class _StateCheck:
+    """Records that call a signature which writes variables, and Classify/Regress records for
+    a signature that does not take tf.Example (graph analysed on first need)."""
+
+    def __init__(self, model: ModelInfo) -> None:
+        self.model = model
+        self._traits: dict[str, SignatureTraits] = {}
+        self._graph: Any = None
+
+    def traits(self, name: str) -> SignatureTraits:
+        if name not in self._traits:
+            from pytest_tfserving.servability import signature_traits
+
+            if self._graph is None:
+                from pytest_tfserving.graph import SavedModelGraph
+
+                self._graph = SavedModelGraph.load(self.model.version_dir)
+            self._traits[name] = signature_traits(self.model.signature(name), self._graph)
+        return self._traits[name]
+
+    def problems(self, log: Any) -> list[str]:
+        out = []
+        kind = log.WhichOneof("log_type")
+        for name in _record_signatures(log):
+            traits = self.traits(name)
+            if kind in _KIND_METHOD and not traits.takes_examples:
+                inputs = ", ".join(s.describe() for s in
+                                   self.model.signature(name).inputs.values()) or "no input"
+                out.append(f"a {kind} record sends serialized tf.Examples, but signature "
+                           f"{name!r} takes {inputs}, not one string tensor of tf.Example: "
+                           "TF Serving feeds the examples to it and fails the model load. "
+                           "Use a predict_log record for this signature.")
+            problem = traits.state_problem()
+            if problem:
+                out.append(f"{problem}, and TF Serving replays every warmup record at each "
+                           "load (--num_request_iterations_for_warmup times), so each release "
+                           "starts from a changed state. Warm read-only signatures only: "
+                           f"`{make_command(self.model)} --force` leaves this one out.")
+        return out
+
+
+def _batching_problems(log: Any) -> list[str]:
+    """Why TF Serving's batching session rejects this predict record (failing the load)."""
+    if log.WhichOneof("log_type") != "predict_log":
+        return []
+    request = log.predict_log.request
+    name = request.model_spec.signature_name or DEFAULT_SIGNATURE
+    fix = ("Leave the signature out of the warmup file, or give its inputs a batch dimension "
+           "and re-export.")
+    if not request.inputs:
+        return [f"the predict request for signature {name!r} has no input, and with "
+                "--enable_batching TF Serving's batching session rejects it ('Batching Run() "
+                f"must have at least one input tensor'), which fails the model load. {fix}"]
+    scalars = sorted(k for k, v in request.inputs.items() if not v.tensor_shape.dim)
+    if scalars:
+        return [f"the predict request for signature {name!r} has scalar input(s) "
+                f"{', '.join(repr(k) for k in scalars)}, and with --enable_batching TF "
+                "Serving's batching session rejects it ('Batching Run() input tensors must "
+                f"have at least one dimension'), which fails the model load. {fix}"]
+    return []
 
 
 def _signature(model: ModelInfo, name: str) -> tuple[Signature | None, str]:
@@ -366,8 +459,11 @@ def make_warmup_file(model: ModelInfo, out_path: Path | str | None = None, *,
     Per signature (default: every served one) ``synthetic`` records of synthesized inputs, or
     ``records`` (default 10) records cut from the arrays of ``from_npz`` (named after the
     signature's inputs, or after the tf.Example features its parse op reads). Batch sizes
-    cycle through ``batch_sizes``. Predict signatures get predict_log records; classify and
-    regress signatures get classify_log / regress_log records of tf.Examples.
+    cycle through ``batch_sizes``. Classify and regress signatures that parse tf.Example (one
+    input, a string tensor in the graph) get classify_log / regress_log records of tf.Examples,
+    as the Classify/Regress APIs call them; every other signature, whatever its method name
+    (a TF2 export names every signature predict; a TF1 regress signature may take floats), gets
+    predict_log records. See :func:`warmup_plan` for the signatures left out by default.
     """
     out = Path(out_path) if out_path is not None else model.warmup_file
     if (from_npz is None) == (synthetic is None):
@@ -375,10 +471,7 @@ def make_warmup_file(model: ModelInfo, out_path: Path | str | None = None, *,
                           f"inputs) or synthetic=N (got from_npz={from_npz!r}, "
                           f"synthetic={synthetic!r}).")
     per_signature = synthetic if synthetic is not None else (records or DEFAULT_SYNTHETIC_RECORDS)
-    names = list(signatures) or sorted(model.served_signatures())
-    if not names:
-        raise ConfigError(f"{model.version_dir} has no predict/classify/regress signature to "
-                          "warm; export one with tf.saved_model.save(..., signatures=...).")
+    names, _notes, traits = _plan(model, signatures)
     _check_counts(per_signature, len(names), batch_sizes)
     if out.exists() and not overwrite:
         raise ConfigError(f"{out} exists; pass overwrite=True (CLI: --force) to replace it, or "
@@ -391,13 +484,88 @@ def make_warmup_file(model: ModelInfo, out_path: Path | str | None = None, *,
         for i in range(per_signature):
             batch = batch_sizes[i % len(batch_sizes)]
             rows = _rows(arrays, i * batch, batch) if arrays is not None else None
-            logs.append(_record(model, signature, batch, rows, rng))
+            logs.append(_record(model, signature, batch, rows, rng,
+                                examples_api=traits[name].takes_examples))
     from pytest_tfserving.tfrecord import write_records
 
     tmp = out.with_name(out.name + ".tmp")
     count = write_records(tmp, logs)
     tmp.replace(out)
     return count
+
+
+def warmup_plan(model: ModelInfo, signatures: Sequence[str] = (), *,
+                batching: bool = True) -> tuple[list[str], list[str]]:
+    """The signatures to warm and notes on the ones left out or at risk.
+
+    Default (no ``signatures``): every served signature except those that write variables
+    (replaying them at each load changes the served state), those TF Serving's batching
+    session rejects (no input, or a scalar input: their records fail the model load under
+    ``--enable_batching``; kept when ``batching`` is False) and those whose declared input
+    dtype is not the graph's (a record cannot fit both). Named ``signatures`` are warmed as
+    asked, with a note on a risk; one that writes variables is refused. Raises ConfigError
+    when nothing can be warmed.
+    """
+    names, notes, _traits = _plan(model, signatures, batching)
+    return names, notes
+
+
+def _plan(model: ModelInfo, signatures: Sequence[str], batching: bool = True
+          ) -> tuple[list[str], list[str], dict[str, SignatureTraits]]:
+    from pytest_tfserving.servability import model_traits
+
+    if not signatures and not model.served_signatures():
+        raise ConfigError(f"{model.version_dir} has no predict/classify/regress signature to "
+                          "warm; export one with tf.saved_model.save(..., signatures=...).")
+    for name in signatures:
+        model.signature(name)  # a clear error for an unknown name
+    traits = model_traits(model, names=list(signatures) or None)
+    chosen: list[str] = []
+    notes: list[str] = []
+    for name, t in traits.items():
+        risk = _risk(t, batching)
+        state = t.state_problem()
+        if state and signatures:
+            raise ConfigError(
+                f"Refusing to warm {name!r}: {state}, and TF Serving replays every warmup "
+                "record at each load, so each release would start from a changed state. "
+                "Warm read-only signatures only.")
+        if state:
+            notes.append(f"left out {name!r}: {state}, and warmup would replay it at every "
+                         "load")
+        elif risk and signatures:
+            notes.append(f"{name!r} is warmed as asked, but {risk}")
+            chosen.append(name)
+        elif risk and t.batching_problem():
+            notes.append(f"left out {name!r}: {risk}; if production serves without batching, "
+                         f"warm it by name: --signatures {name}")
+        elif risk:
+            notes.append(f"left out {name!r}: {risk}")
+        else:
+            unknown = [k for k in t.unknown_rank_inputs if k not in t.string_fed]
+            if unknown and not t.takes_examples:
+                names = ", ".join(repr(k) for k in unknown)
+                notes.append(f"{name!r}: input(s) {names} have no shape in the SignatureDef; "
+                             "the records send them as [batch] vectors, which is a guess. Use "
+                             "--from-npz with real inputs if the model wants another shape")
+            chosen.append(name)
+    if not chosen:
+        raise ConfigError(
+            f"No signature of {model.version_dir} can be warmed safely: "
+            + "; ".join(notes) + ". TF Serving loads the model without warmup; make records "
+            "yourself (pytest_tfserving.warmup.write_prediction_logs) if one is still wanted.")
+    return chosen, notes, traits
+
+
+def _risk(traits: SignatureTraits, batching: bool) -> str | None:
+    """Why a warmup record for this signature could fail the model load, or None."""
+    no_batch = traits.batching_problem()
+    if no_batch and batching:
+        return f"{no_batch}, so with --enable_batching its records fail the model load"
+    if traits.dtype_problems:
+        return (f"{'; '.join(traits.dtype_problems)}, so no record fits both the declaration "
+                "and the graph (fix the SignatureDef)")
+    return None
 
 
 def _check_counts(per_signature: int, signatures: int, batch_sizes: Sequence[int]) -> None:
@@ -433,16 +601,16 @@ def _rows(arrays: Mapping[str, np.ndarray[Any, Any]], start: int,
 
 
 def _record(model: ModelInfo, signature: Signature, batch: int,
-            rows: dict[str, np.ndarray[Any, Any]] | None, rng: np.random.Generator) -> bytes:
+            rows: dict[str, np.ndarray[Any, Any]] | None, rng: np.random.Generator,
+            examples_api: bool) -> bytes:
     from tensorflow_serving.apis import (
         classification_pb2,
         prediction_log_pb2,
         regression_pb2,
     )
 
-
     log = prediction_log_pb2.PredictionLog()
-    if signature.method_name in _KIND_METHOD.values():
+    if examples_api:
         examples = _examples(model, signature, batch, rows, rng)
         cls = (classification_pb2.ClassificationRequest if signature.method_name ==
                CLASSIFY_METHOD else regression_pb2.RegressionRequest)

@@ -16,7 +16,7 @@ import numpy as np
 from pytest_tfserving.errors import ConfigError, GateError
 from pytest_tfserving.gates.context import GateContext
 from pytest_tfserving.gates.result import GateResult
-from pytest_tfserving.model import DEFAULT_SIGNATURE, ModelInfo, Signature
+from pytest_tfserving.model import ModelInfo, Signature
 
 NAME = "int8_delta"
 # marker keyword -> --tfs-* option it overrides
@@ -40,22 +40,46 @@ def _get(ctx: GateContext, key: str) -> Any:
     return options.value(ctx.config, OPTION_FOR[key])
 
 
-def choose_signature(ctx: GateContext, model: ModelInfo) -> Signature:
+def signature_choice(ctx: GateContext, model: ModelInfo) -> tuple[Signature | None, str]:
     """--tfs-int8-signature / signature=, else the first of --tfs-signatures, else
-    serving_default, else the only served signature."""
+    serving_default, else the only served signature; (None, why) when it cannot tell."""
+    from pytest_tfserving.servability import load_signature_choice
+
     name = _get(ctx, "signature") or next(iter(ctx.session.settings.signatures), None)
-    if name:
-        return model.signature(str(name))
-    served = model.served_signatures()
-    if DEFAULT_SIGNATURE in served:
-        return served[DEFAULT_SIGNATURE]
-    if len(served) == 1:
-        return next(iter(served.values()))
-    raise ConfigError(
-        f"Cannot tell which signature of {model.version_dir} to quantize: no "
-        f"'{DEFAULT_SIGNATURE}' and several served ones ({', '.join(sorted(served)) or 'none'})."
-        " Pick one with --tfs-int8-signature=NAME or signature= on the marker."
-    )
+    chosen, why = load_signature_choice(
+        model, str(name) if name else None,
+        "--tfs-int8-signature=NAME (or signature= on the marker)")
+    return (model.signature(chosen), "") if chosen else (None, why)
+
+
+def choose_signature(ctx: GateContext, model: ModelInfo) -> Signature:
+    signature, why = signature_choice(ctx, model)
+    if signature is None:
+        raise ConfigError(f"Cannot tell which signature of {model.version_dir} to quantize: "
+                          f"{why}.")
+    return signature
+
+
+def not_applicable(ctx: GateContext, signature: Signature) -> str | None:
+    """Why INT8 post-training quantization cannot be measured on ``signature``, or None."""
+    from pytest_tfserving.gates.string_ops import model_graph
+    from pytest_tfserving.servability import signature_traits
+
+    traits = signature_traits(signature, model_graph(ctx))
+    if traits.stateful:
+        return (f"{traits.state_problem()}; its answers depend on the served state, and TFLite "
+                "does not convert variable updates, so there is no INT8 model to compare. "
+                "Quantize a read-only signature: --tfs-int8-signature=NAME")
+    if not signature.inputs:
+        return (f"signature {signature.name!r} takes no inputs, so there are no eval rows to "
+                "feed it; quantize a signature with inputs: --tfs-int8-signature=NAME")
+    if traits.scalar_inputs:
+        names = ", ".join(repr(k) for k in traits.scalar_inputs)
+        return (f"signature {signature.name!r} takes scalar input(s) {names} (shape []): eval "
+                "data needs one row per example along a batch dimension, which this signature "
+                "does not have. Give its inputs a batch dimension, or quantize another "
+                "signature: --tfs-int8-signature=NAME")
+    return None
 
 
 def choose_output(requested: str | None, outputs: dict[str, np.ndarray[Any, Any]],
@@ -146,9 +170,18 @@ def check(ctx: GateContext) -> GateResult:
 
     ctx.check_overrides(ALLOWED)
     model = ctx.model
-    signature = choose_signature(ctx, model)
     label_key = str(_get(ctx, "label_key"))
     raw = load_eval_data(ctx, label_key)
+    chosen, why = signature_choice(ctx, model)
+    if chosen is None and raw is None:
+        return GateResult(name=NAME, passed=False, skipped=True,
+                          message=f"no eval data configured, and no signature to quantize: "
+                                  f"{why}")
+    signature = choose_signature(ctx, model)
+    reason = not_applicable(ctx, signature)
+    if reason is not None:
+        return GateResult(name=NAME, passed=False, skipped=True, message=reason,
+                          details={"signature": signature.name})
     if raw is None:
         wanted = ", ".join(s.describe() for s in signature.inputs.values())
         return GateResult(

@@ -112,11 +112,17 @@ def check(ctx: GateContext) -> GateResult:
 
     given, batching = batching_override(ctx)
     session = ctx.session
+    if not given:
+        batching = session.settings.batching
+    signature, why_not = _applicable_signature(ctx, signature, batching)
+    if signature is None:
+        return GateResult(name="sla", passed=False, skipped=True, message=why_not,
+                          threshold={"p99_ms": p99_ms, "min_qps": min_qps,
+                                     "max_error_rate": max_error_rate})
     if given:
         label = f"sla {_describe_batching(batching)}"
         server = ctx.server(session.serve_config(batching=batching, label=label))
     else:
-        batching = session.settings.batching
         server = ctx.server()
     user_requests = None
     if ctx.request is not None:
@@ -136,6 +142,8 @@ def check(ctx: GateContext) -> GateResult:
                       model_name=server.model_name, progress=runner.progress, label="candidate")
 
     failures = _verdict(result, spec, p99_ms, min_qps, max_error_rate, require_stable)
+    if failures and result.requests and result.stats.ok == 0:
+        failures += _unknown_rank_hint(ctx, signature)
     if baseline is not None:
         failures += _compare(result, baseline, p99_regr, qps_regr)
 
@@ -177,6 +185,47 @@ def check(ctx: GateContext) -> GateResult:
         details["plots"] = plots
     return GateResult(name="sla", passed=not failures, threshold=threshold, measured=measured,
                       message=message, details=details)
+
+
+def _applicable_signature(ctx: GateContext, chosen: str | None,
+                          batching: BatchingParameters | None) -> tuple[str | None, str]:
+    """The signature to load, or (None, why the SLA cannot be measured on this model).
+
+    No load is run on a guess: without a named signature, a model with several served ones
+    and no serving_default is skipped, and so is a default signature that writes variables
+    (thousands of calls would change the served state). A signature TF Serving's batching
+    session cannot take is skipped while batching is on: every request would fail, and the
+    serving gate already fails on it."""
+    from pytest_tfserving.gates.string_ops import model_graph
+    from pytest_tfserving.servability import load_signature_choice, signature_traits
+
+    name, why = load_signature_choice(ctx.model, chosen)
+    if name is None:
+        return None, f"no signature to load: {why}"
+    traits = signature_traits(ctx.model.signature(name), model_graph(ctx))
+    problem = traits.batching_problem()
+    if problem and batching is not None:
+        return None, (f"cannot measure under dynamic batching: {problem}, so every request "
+                      "would fail (the serving gate reports it). "
+                      f"{traits.batching_fix()}; or load another signature: "
+                      "--tfs-sla-signature=NAME")
+    if traits.stateful and not chosen:
+        return None, (f"not loading {name!r} by default: {traits.state_problem()}, and a load "
+                      "run would change it thousands of times. Load a read-only signature "
+                      "with --tfs-sla-signature=NAME (or name this one there to load it "
+                      "anyway)")
+    return name, ""
+
+
+def _unknown_rank_hint(ctx: GateContext, signature: str) -> list[str]:
+    unknown = [k for k, spec in ctx.model.signature(signature).inputs.items()
+               if spec.shape is None]
+    if not unknown:
+        return []
+    names = ", ".join(repr(k) for k in unknown)
+    return [f"input(s) {names} of {signature!r} have no shape in the SignatureDef, so the "
+            "synthesized requests guessed one; give real requests (--tfs-sla-requests=FILE.npz, "
+            "a warmup file or a tfs_requests fixture) or declare the shape when exporting"]
 
 
 def _line(name: str, r: LoadResult) -> str:

@@ -151,6 +151,11 @@ def check_no_string_ops(ctx: GateContext) -> GateResult:
                                      default=0.0), f.kind != "string", f.signature, f.node))
 
     time_ok = worst_share is None or worst_share <= limit
+    unmeasured = {name: str(s.get("note") or "not measured") for name, s in shares.items()
+                  if findings.get(name) and s.get("share") is None}
+    share_text = _pct(worst_share) + (
+        f"; not measured for {'; '.join(f'{n} ({why})' for n, why in unmeasured.items())}"
+        if unmeasured and mode != "off" else "")
     passed = not flagged and time_ok
     unknown = [f for f in flagged if f.kind == "unknown"]
     op_types = sorted({f.op_type for f in flagged})
@@ -160,7 +165,7 @@ def check_no_string_ops(ctx: GateContext) -> GateResult:
         lines.append(
             f"{len(flagged)} string op(s) on the serving path of {', '.join(sigs)} "
             f"({', '.join(op_types)}); string-op share of traced compute time "
-            f"{_pct(worst_share)} (limit {_pct(limit)}):")
+            f"{share_text} (limit {_pct(limit)}):")
         lines += [f"  - {_fmt_finding(f)}" for f in flagged[:_SHOWN]]
         if len(flagged) > _SHOWN:
             lines.append(f"  ... and {len(flagged) - _SHOWN} more (JSON report: "

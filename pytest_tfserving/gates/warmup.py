@@ -24,6 +24,7 @@ from pytest_tfserving.gates.result import GateResult
 from pytest_tfserving.session import RunningServer
 
 if TYPE_CHECKING:
+    from pytest_tfserving.model import ModelInfo
     from pytest_tfserving.serving.base import ServeConfig
 
 ALLOWED = {"max_cold_ratio", "steady_requests", "compare_without_warmup", "signatures"}
@@ -62,7 +63,10 @@ def check(ctx: GateContext) -> GateResult:
     model = ctx.model
     threshold: dict[str, Any] = {"file": "valid", "max_records": MAX_RECORDS,
                                  "replayed": "all records", "max_cold_ratio": max_ratio}
-    problems = validate_warmup_file(model)
+    batching = ctx.session.default_serve_config().batching is not None
+    if not model.warmup_file.is_file():
+        return _no_file(model, batching, threshold)
+    problems = validate_warmup_file(model, batching=batching)
     if problems:
         fix = "" if not model.warmup_file.is_file() else (
             f" Fix the writer, or regenerate: `{make_command(model)} --force`.")
@@ -83,6 +87,11 @@ def check(ctx: GateContext) -> GateResult:
     if unwarmed:  # not a failure by itself: the cold-start check decides if it matters
         measured["unwarmed_signatures"] = unwarmed
         notes.append(f"no warmup record for signature(s) {', '.join(unwarmed)}")
+    unmeasured = _unmeasurable(ctx, signatures, batching)
+    if unmeasured:
+        signatures = [n for n in signatures if n not in unmeasured]
+        measured["unmeasured_signatures"] = sorted(unmeasured)
+        notes += [f"cold start of {n} not measured: {why}" for n, why in unmeasured.items()]
 
     cold = _cold_start(ctx, COLD_LABEL, signatures, steady, enable_warmup=True)
     # The cold-start server serves the gated config (only its label differs), so its log is
@@ -113,7 +122,10 @@ def check(ctx: GateContext) -> GateResult:
         measured["first_ms_without_warmup"] = _round(max(first_off, default=None))
 
     passed = not failures
-    if passed:
+    if passed and measured["cold_ratio"] is None:
+        message = (f"{records} warmup record(s) valid and replayed; no signature's cold start "
+                   "could be measured")
+    elif passed:
         message = (f"{records} warmup record(s) valid and replayed; first request "
                    f"{measured['first_ms']} ms vs steady p50 {measured['p50_ms']} ms "
                    f"({measured['cold_ratio']}x, limit {max_ratio:g}x)")
@@ -123,6 +135,55 @@ def check(ctx: GateContext) -> GateResult:
         message += " (" + "; ".join(notes) + ")"
     return GateResult(name="warmup", passed=passed, threshold=threshold, measured=measured,
                       message=message, details=details)
+
+
+def _no_file(model: ModelInfo, batching: bool, threshold: dict[str, Any]) -> GateResult:
+    """No warmup file: a failure with the command that makes one for this deployment, or a
+    skip when no signature can be warmed without failing the load or changing the state."""
+    from pytest_tfserving.warmup import missing_file_problem, warmup_plan
+
+    measured = {"file": str(model.warmup_file), "file_exists": False}
+    try:
+        names, _notes = warmup_plan(model, batching=batching)
+    except ConfigError as exc:
+        return GateResult(name="warmup", passed=False, skipped=True, threshold=threshold,
+                          measured=measured,
+                          message="no warmup file, and " + _lower_first(str(exc)))
+    try:
+        default, _ = warmup_plan(model)
+    except ConfigError:
+        default = []
+    named = names if set(names) != set(default) else []
+    problem = missing_file_problem(model, named)
+    return GateResult(name="warmup", passed=False, threshold=threshold,
+                      measured={**measured, "problems": 1},
+                      message=f"warmup file invalid: {problem}", details={"problems": [problem]})
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:]
+
+
+def _unmeasurable(ctx: GateContext, names: list[str], batching: bool) -> dict[str, str]:
+    """Signatures whose first request cannot be timed, and why: it writes variables (timing
+    it would change the served state), the batching session rejects it, or its declared dtype
+    is not the graph's (both: the serving and direct_tensor_inputs gates report it)."""
+    from pytest_tfserving.gates.string_ops import model_graph
+    from pytest_tfserving.servability import signature_traits
+
+    graph = model_graph(ctx)
+    out: dict[str, str] = {}
+    for name in names:
+        traits = signature_traits(ctx.model.signature(name), graph)
+        state, no_batch = traits.state_problem(), traits.batching_problem()
+        if state:
+            out[name] = f"{state}"
+        elif no_batch and batching:
+            out[name] = f"{no_batch} (the serving gate fails on it)"
+        elif traits.dtype_problems:
+            out[name] = (f"{'; '.join(traits.dtype_problems)} (the direct_tensor_inputs gate "
+                         "fails on it)")
+    return out
 
 
 def _round(value: float | None, digits: int = 3) -> float | None:

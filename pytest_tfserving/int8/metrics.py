@@ -272,7 +272,11 @@ class ChangeThreshold:
         out: list[str] = []
         if self.max_delta is not None and worse > self.max_delta + eps:
             out.append(f"worse by {worse:.4g} (absolute), allowed {self.max_delta:g}")
-        if self.max_rel_delta is not None and rel > self.max_rel_delta + eps:
+        if self.max_rel_delta is not None and rel == math.inf:
+            out.append(f"worse by {worse:.4g} from a float value of 0, which no relative bound "
+                       f"(allowed {self.max_rel_delta:.2%}) can admit; bound it in the "
+                       "metric's units instead: --tfs-int8-max-delta (max_delta= on the marker)")
+        elif self.max_rel_delta is not None and rel > self.max_rel_delta + eps:
             out.append(f"worse by {rel:.2%} (relative), allowed {self.max_rel_delta:.2%}")
         return out
 

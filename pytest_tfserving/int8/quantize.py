@@ -160,7 +160,14 @@ def explain_converter_error(exc: BaseException, version_dir: Path, signature_nam
         parts.append(f"Converter said: {reason}.")
     string_ops = [op for op in ops if re.search(r"String|AsString|ParseExample|Substr|Regex|"
                                                   r"Lookup|HashTable|Decode", op)]
-    if string_ops:
+    if any(marker in text for text in (str(exc), *messages)
+           for marker in ("VariableV2", "has a reference type")):
+        parts.append("The SavedModel keeps TF1 reference variables (VariableV2, e.g. TF "
+                     "Serving's saved_model_half_plus_two_cpu), which the TFLite converter "
+                     "cannot freeze: re-export it with resource variables "
+                     "(tf.compat.v1.enable_resource_variables() before building the graph, or "
+                     "tf.saved_model.save from TF2),")
+    elif string_ops:
         parts.append("Full-integer INT8 needs every op on the serving path to be a TFLite "
                      "builtin: move string handling (parsing, AsString, hashing, lookups) to "
                      "the client and take direct numeric tensors (see the no_string_ops gate),")

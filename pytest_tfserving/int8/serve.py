@@ -28,11 +28,14 @@ _CACHE_KEY = "int8:serve_config"
 
 def stage_int8_version(version_dir: Path, version: int, model_name: str, tflite: bytes,
                        root: Path) -> Path:
-    """Copy ``version_dir`` to ``root/model_name/version`` and write ``model.tflite`` there."""
+    """Copy ``version_dir`` to ``root/model_name/<version dir name>`` and write
+    ``model.tflite`` there. The version dir keeps its name when it is all digits (TF Serving's
+    ``00000123`` stays ``00000123``: the log lines and warmup paths then name what was gated)."""
     if not tflite[4:8] == b"TFL3":
         raise ConfigError(f"The INT8 model is not a TFLite flatbuffer (file identifier "
                           f"{tflite[4:8]!r}, expected b'TFL3'); pass a .tflite file.")
-    staged = root / model_name / str(version)
+    name = version_dir.name if version_dir.name.isdigit() else str(version)
+    staged = root / model_name / name
     shutil.copytree(version_dir, staged, ignore=shutil.ignore_patterns(TFLITE_NAME))
     (staged / TFLITE_NAME).write_bytes(tflite)
     return staged

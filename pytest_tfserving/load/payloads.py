@@ -153,5 +153,8 @@ def for_model(model: ModelInfo, model_name: str, signature_name: str, *,
         what = f"batch {batch_size}" if batch_size else "their own batch sizes"
         return payloads, f"warmup records ({len(payloads)} requests, {what})"
     payloads = synthesized(model, model_name, signature, batch_size or 1)
+    unknown = [k for k, spec in signature.inputs.items() if spec.shape is None]
+    guess = (f"; input(s) {', '.join(repr(k) for k in unknown)} of unknown rank sent as "
+             f"[{batch_size or 1}] vectors" if unknown else "")
     return payloads, f"synthesized from the signature ({len(payloads)} requests of batch " \
-                     f"{batch_size or 1})"
+                     f"{batch_size or 1}{guess})"

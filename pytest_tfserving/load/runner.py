@@ -41,16 +41,14 @@ def terminal_progress(config: pytest.Config) -> Callable[[str], None] | None:
 
 
 def default_signature(model: ModelInfo, chosen: str | None) -> str:
-    if chosen:
-        model.signature(chosen)  # a clear error for an unknown name
-        return chosen
-    served = model.served_signatures()
-    if "serving_default" in served:
-        return "serving_default"
-    if not served:
-        raise ConfigError(f"Model {model.name!r} ({model.version_dir}) has no predict/classify/"
-                          "regress signature to load.")
-    return sorted(served)[0]
+    """The chosen signature, else serving_default, else the only served one; with several
+    served signatures and no serving_default a ConfigError asks which one to load."""
+    from pytest_tfserving.servability import load_signature_choice
+
+    name, why = load_signature_choice(model, chosen, "signature=NAME (or --tfs-sla-signature=NAME)")
+    if name is None:
+        raise ConfigError(f"Cannot tell which signature to load: {why}.")
+    return name
 
 
 def spec_from_options(config: pytest.Config, **changes: Any) -> LoadSpec:
