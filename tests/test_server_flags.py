@@ -91,8 +91,9 @@ def test_thread_and_warmup_flags_resolve_as_tf_serving() -> None:
 
 
 def test_readme_flag_table_is_generated_from_the_flag_table() -> None:
-    from pytest_tfserving.server.flags import FLAG_TABLE, markdown_table
     from server_helpers import ROOT
+
+    from pytest_tfserving.server.flags import FLAG_TABLE, markdown_table
 
     readme = (ROOT / "README.md").read_text()
     block = readme.split("<!-- flags:begin -->\n", 1)[1].split("\n<!-- flags:end -->", 1)[0]

@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from server_helpers import ROOT, ServerProcess, predict_request
 
 pytestmark = pytest.mark.xdist_group("server_models")
