@@ -73,6 +73,8 @@ class _Queue:
 
 
 def task_size(arrays: Mapping[str, np.ndarray[Any, Any]]) -> int:
+    if not arrays:  # batching_util.h ComputeTensorBatchSize
+        raise invalid("Batching Run() must have at least one input tensor")
     sizes = set()
     for key, arr in arrays.items():
         if arr.ndim == 0:

@@ -1,7 +1,7 @@
 """Classify and Regress: tf.Examples in, ClassificationResult / RegressionResult out.
 
 The Input's ``example_list`` (or ``example_list_with_context``, context merged into each example)
-is serialized into the signature's single DT_STRING input, the model runs through the same
+is serialized into the signature's single input, the model runs through the same
 pipeline as Predict (batching included), and the outputs become results as TF Serving's
 classifier.cc / regressor.cc build them: ``classes`` (string [batch, n]) and/or ``scores``
 (float [batch, n]); ``outputs`` (float [batch] or [batch, 1]).
@@ -18,7 +18,6 @@ from pytest_tfserving.model import CLASSIFY_METHOD, REGRESS_METHOD
 from pytest_tfserving.server.core import Core
 from pytest_tfserving.server.servable import Arrays, Servable, SignatureRunner
 from pytest_tfserving.server.status import invalid
-from pytest_tfserving.tensors import DT_STRING
 
 
 def serialized_examples(inp: Any) -> np.ndarray[Any, Any]:
@@ -61,9 +60,9 @@ def check_outputs(runner: SignatureRunner, method: str) -> None:
 
 
 def string_input(runner: SignatureRunner, method: str, check_method: bool = False) -> str:
-    """The signature's single DT_STRING input key. Its method_name is checked against ``method``
-    only under ``--enable_signature_method_name_check``, as TF Serving does (TF2 SavedModels
-    give every signature the predict method)."""
+    """The signature's single input key (the serialized tf.Examples go there). Its method_name
+    is checked against ``method`` only under ``--enable_signature_method_name_check``, as TF
+    Serving does (TF2 SavedModels give every signature the predict method)."""
     if check_method and runner.method_name != method:
         raise invalid(f"Expected {_KIND.get(method, method)} signature method_name to be "
                       f"{method}. Was: {runner.method_name}")
@@ -71,11 +70,9 @@ def string_input(runner: SignatureRunner, method: str, check_method: bool = Fals
         raise invalid(f"Expected one input Tensor in signature '{runner.name}', got "
                       f"{len(runner.inputs)}")
     check_outputs(runner, method)
-    key, info = next(iter(runner.inputs.items()))
-    if info.dtype != DT_STRING:
-        raise invalid(f"Input '{key}' of signature '{runner.name}' must be DT_STRING "
-                      "(serialized tf.Examples)")
-    return key
+    # the examples are fed by tensor name whatever dtype the SignatureDef declares, as TF
+    # Serving's PreProcessClassification/Regression (TF rejects a tensor that is no string)
+    return next(iter(runner.inputs))
 
 
 def prepare(core: Core, request: Any, method: str, servable: Servable | None = None
