@@ -273,14 +273,21 @@ class ModelManager:
             raise invalid(f"Unrecognized servable version label: {label}")
         return version
 
+    def _requested_version(self, spec: Any) -> int | None:
+        """The version a ModelSpec names (directly or by label); None: the latest."""
+        if not spec.name:
+            raise invalid("ModelSpec has no name specified.")
+        if spec.HasField("version"):
+            return int(spec.version.value)
+        if spec.version_label:
+            return self.label_version(spec.name, spec.version_label)
+        return None
+
     def resolve(self, spec: Any) -> Servable:
         """The servable a ModelSpec asks for (TF Serving's ServableRequestFromModelSpec)."""
         name = spec.name
-        if not name:
-            raise invalid("ModelSpec has no name specified.")
-        if spec.HasField("version") or spec.version_label:
-            version = (spec.version.value if spec.HasField("version")
-                       else self.label_version(name, spec.version_label))
+        version = self._requested_version(spec)
+        if version is not None:
             with self._lock:
                 entry = self._versions.get(name, {}).get(version)
                 if entry is not None and entry.servable is not None \
@@ -296,24 +303,16 @@ class ModelManager:
     def statuses(self, spec: Any) -> list[VersionStatus]:
         """GetModelStatus: every version's last state, or the one asked for."""
         name = spec.name
-        if not name:
-            raise invalid("ModelSpec has no name specified.")
+        version = self._requested_version(spec)
         with self._lock:
             versions = {v: e.status for v, e in self._versions.get(name, {}).items()}
-        if spec.HasField("version") or spec.version_label:
-            version = (spec.version.value if spec.HasField("version")
-                       else self.label_version(name, spec.version_label))
+        if version is not None:
             if version not in versions:
                 raise not_found(f"Could not find version {version} of model {name}")
             return [versions[version]]
         if not versions:
             raise not_found(f"Could not find any versions of model {name}")
         return [versions[v] for v in sorted(versions)]
-
-    def all_servables(self) -> list[Servable]:
-        with self._lock:
-            return [e.servable for vs in self._versions.values() for e in vs.values()
-                    if e.servable is not None]
 
     def settled(self) -> bool:
         """Every configured model has a version AVAILABLE or ended (the initial load is over)."""
