@@ -45,13 +45,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from pytest_tfserving.batching import BatchingParameters  # noqa: E402
 from pytest_tfserving.deadline import Deadline  # noqa: E402
+from pytest_tfserving.launchers.base import ServeConfig  # noqa: E402
 from pytest_tfserving.load.generator import (  # noqa: E402
     LAG_LIMIT_MS,
     LoadSpec,
     run_load,
 )
 from pytest_tfserving.model import inspect_model  # noqa: E402
-from pytest_tfserving.serving.base import ServeConfig  # noqa: E402
 from pytest_tfserving.settings import PLAYBOOK_BATCHING  # noqa: E402
 
 MODELS = ROOT / "fixtures" / "models"
@@ -67,7 +67,7 @@ def log(text: str) -> None:
 def bundled(model_dir: Path, name: str,
             batching: BatchingParameters | None = PLAYBOOK_BATCHING) -> Iterator[Any]:
     """The bundled server on a model (playbook batching unless told; None: batching off)."""
-    from pytest_tfserving.serving.bundled import BundledLauncher
+    from pytest_tfserving.launchers.bundled import BundledLauncher
 
     info = inspect_model(model_dir, name)
     launcher = BundledLauncher(ServeConfig(model_name=name, version_dir=info.version_dir,

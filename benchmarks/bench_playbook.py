@@ -23,7 +23,8 @@ view), the same rows for both models of a pair. For each pair:
 Ratios: p99 strings / direct, max QPS direct / strings. Goals (the playbook's 60 -> 18 ms and
 200 -> 850 QPS): p99 ratio >= 3x, QPS ratio >= 4x. Also the in-process cost of one request for
 each model, split the way the bundled server spends it: decoding the PredictRequest into arrays
-and running the signature (``pytest_tfserving.server`` code, no RPC), so the reader sees what
+and running the signature (``pytest_tfserving.bundled_server`` code, no RPC), so the reader
+sees what
 share of a served request the input path can change. JSON goes to ``reports/bench_playbook.json``.
 
 Figures depend on the machine: the load generator and the server share its cores; compare only
@@ -115,8 +116,8 @@ def in_process_cost(name: str, payloads: list[bytes], reps: int) -> dict[str, fl
     with the bundled server's own code (load_servable, decode_inputs, SignatureRunner.run)."""
     from tensorflow_serving.apis import predict_pb2
 
-    from pytest_tfserving.server.convert import decode_inputs
-    from pytest_tfserving.server.servable import load_servable
+    from pytest_tfserving.bundled_server.convert import decode_inputs
+    from pytest_tfserving.bundled_server.servable import load_servable
 
     info = inspect_model(MODELS / name, name)
     servable = load_servable(name, info.version, info.version_dir)

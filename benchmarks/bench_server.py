@@ -62,7 +62,7 @@ def in_process(model: Path, inputs: dict[str, np.ndarray], seconds: float,
     import tensorflow as tf
 
     if how == "session":
-        from pytest_tfserving.server.servable import load_servable
+        from pytest_tfserving.bundled_server.servable import load_servable
 
         runner = load_servable("m", 1, model).signatures["serving_default"]
 
@@ -91,7 +91,7 @@ class Server:
         self.port = free_port()
         self.log = tempfile.NamedTemporaryFile(prefix="bench_server_", suffix=".log", delete=False)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pytest_tfserving.server", f"--port={self.port}",
+            [sys.executable, "-m", "pytest_tfserving.bundled_server", f"--port={self.port}",
              "--model_name=m", f"--model_base_path={base}", "--bind_address=127.0.0.1", *flags],
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT,
             env=dict(os.environ, PYTHONPATH=str(ROOT)))

@@ -54,7 +54,7 @@ class TFServingClient:
     def predict_request(self, inputs: Mapping[str, Any], signature_name: str = "serving_default",
                         version: int | None = None,
                         output_filter: tuple[str, ...] = ()) -> Any:
-        from pytest_tfserving.requests import predict_request
+        from pytest_tfserving.predict_requests import predict_request
 
         return predict_request(self.model_name, signature_name, inputs, version, output_filter)
 

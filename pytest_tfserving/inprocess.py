@@ -77,7 +77,7 @@ def call_session_signature(version_dir: Path, signature_name: str,
 
 @functools.lru_cache(maxsize=4)
 def load_tflite(version_dir: Path) -> Any:
-    from pytest_tfserving.server.tflite_servable import load_tflite_servable
+    from pytest_tfserving.bundled_server.tflite_servable import load_tflite_servable
 
     return load_tflite_servable("reference", 1, version_dir)
 

@@ -434,7 +434,7 @@ register(
 
 # Where TF Serving runs: docker, binary, remote (issue 3). Parsers live beside the launchers.
 def _backend_parsers() -> dict[str, Callable[[str], Any]]:
-    from pytest_tfserving.serving import backend_settings as b
+    from pytest_tfserving.launchers import backend_settings as b
 
     return {"memory": b.parse_memory, "env": b.parse_env_pair, "target": b.parse_host_port,
             "rest": b.parse_rest_address}

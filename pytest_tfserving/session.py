@@ -19,8 +19,8 @@ from pytest_tfserving.settings import Settings
 
 if TYPE_CHECKING:
     from pytest_tfserving.client import TFServingClient
+    from pytest_tfserving.launchers.base import Endpoint, Launcher, ServeConfig
     from pytest_tfserving.model import ModelInfo
-    from pytest_tfserving.serving.base import Endpoint, Launcher, ServeConfig
 
 
 @dataclass
@@ -127,7 +127,7 @@ class TFSSession:
         return self.float_serve_config()
 
     def float_serve_config(self) -> ServeConfig:
-        from pytest_tfserving.serving.base import ServeConfig
+        from pytest_tfserving.launchers.base import ServeConfig
 
         model = self.model()
         return ServeConfig(
@@ -146,7 +146,7 @@ class TFSSession:
 
     def backend(self) -> str:
         if self.backend_kind is None:
-            from pytest_tfserving.serving.select import choose_backend
+            from pytest_tfserving.launchers.select import choose_backend
 
             self.backend_kind, self.backend_reason = choose_backend(self.settings.backend,
                                                                     self.settings.serving)
@@ -155,7 +155,7 @@ class TFSSession:
     def server(self, config: ServeConfig | None = None) -> RunningServer:
         """The running server for ``config`` (default: the settings'); started once and kept
         for the session. A start that failed is not retried: every user sees the same error."""
-        from pytest_tfserving.serving.select import launcher_factory
+        from pytest_tfserving.launchers.select import launcher_factory
 
         config = config or self.default_serve_config()
         with self._lock:

@@ -11,10 +11,10 @@ import pytest
 from pytest_tfserving import options
 from pytest_tfserving.batching import BatchingParameters, read_batching_file
 from pytest_tfserving.errors import ConfigError
-from pytest_tfserving.serving.backend_settings import BackendSettings, resolve_backend_settings
+from pytest_tfserving.launchers.backend_settings import BackendSettings, resolve_backend_settings
 
 if TYPE_CHECKING:
-    from pytest_tfserving.serving.deployment import Deployment
+    from pytest_tfserving.launchers.deployment import Deployment
 
 # The playbook's starting point when the user gives no batching parameters of their own.
 PLAYBOOK_BATCHING = BatchingParameters(max_batch_size=32, batch_timeout_micros=1000,
@@ -87,7 +87,7 @@ def resolve_deployment(config: pytest.Config,
             "it was started with, which this run can neither set nor see. Use a backend that "
             "starts the server (bundled, binary or docker), or drop --tfs-model-config and gate "
             "the remote model with --tfs-model-name", [given.source, backend.source])
-    from pytest_tfserving.serving.deployment import LABELS_FLAG, labels_allowed, load_deployment
+    from pytest_tfserving.launchers.deployment import LABELS_FLAG, labels_allowed, load_deployment
 
     sources = [given.source] + [options.resolve(config, name).source
                                 for name in ("model_name", "model")

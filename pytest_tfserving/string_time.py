@@ -70,7 +70,7 @@ def representative_inputs(model: ModelInfo, signature: Signature, limit: int,
     """Requests to time (up to ``limit``) and where they came from; [] with the reason if none.
     ``string_fed``: the signature's single input is a string tensor in the graph whatever it
     declares (TF Serving's saved_model_half_plus_three declares DT_FLOAT): feed tf.Examples."""
-    from pytest_tfserving.requests import synthesize_inputs, warmup_inputs
+    from pytest_tfserving.predict_requests import synthesize_inputs, warmup_inputs
 
     recorded = warmup_inputs(model.version_dir, signature.name, limit=limit)
     if recorded:

@@ -7,7 +7,7 @@
 # $TEST_SRCDIR/tf_serving/tensorflow_serving/model_servers/. This script lays that tree out in a
 # temp dir from a local checkout of tensorflow/serving (the test, its test_util/ and
 # servables/tensorflow/testdata/), puts a `tensorflow_model_server` there that runs
-# `python -m pytest_tfserving.server "$@"`, runs the test with this Python, and prints
+# `python -m pytest_tfserving.bundled_server "$@"`, runs the test with this Python, and prints
 # `conformance: P passed, F failed, S skipped (of N)`. Nothing of TF Serving's is copied into this
 # repository; the layout lives in a temp dir that is removed at exit (KEEP=1 keeps it).
 #
@@ -40,7 +40,7 @@ cp -r "$src/tensorflow_serving/servables/tensorflow/testdata" "$tree/servables/t
 cat >"$tree/model_servers/tensorflow_model_server" <<EOF
 #!/bin/sh
 export PYTHONPATH="$repo\${PYTHONPATH:+:\$PYTHONPATH}"
-exec "$(command -v "$PYTHON")" -m pytest_tfserving.server "\$@"
+exec "$(command -v "$PYTHON")" -m pytest_tfserving.bundled_server "\$@"
 EOF
 chmod +x "$tree/model_servers/tensorflow_model_server"
 

@@ -1,6 +1,6 @@
 """Start/stop the bundled server as a real subprocess on free loopback ports (tests only).
 
-Minimal on purpose: the launcher proper is pytest_tfserving/serving/bundled.py. Every server runs
+Minimal on purpose: the launcher proper is pytest_tfserving/launchers/bundled.py. Every server runs
 in its own process group, and ``stop()`` kills the group, so nothing outlives a test.
 """
 
@@ -36,7 +36,7 @@ class ServerProcess:
                  else [f"--model_name={model_name}", f"--model_base_path={model_base_path}"])
         if not any(f.startswith("--max_num_load_retries") for f in flags):
             flags = (*flags, "--max_num_load_retries=0")  # a failed load ends at once
-        args = [sys.executable, "-m", "pytest_tfserving.server", f"--port={self.port}",
+        args = [sys.executable, "-m", "pytest_tfserving.bundled_server", f"--port={self.port}",
                 f"--rest_api_port={self.rest_port}", *model, "--bind_address=127.0.0.1", *flags]
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(ROOT))
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()

@@ -24,7 +24,7 @@ def shim_dir(tmp_path: Path) -> Path:
     shim.write_text(
         "#!/bin/sh\n"
         'if [ -n "$TFS_SHIM_MARK" ]; then echo "$TFS_SHIM_MARK" > "$TFS_SHIM_MARK_FILE"; fi\n'
-        f'exec {sys.executable} -m pytest_tfserving.server "$@"\n'
+        f'exec {sys.executable} -m pytest_tfserving.bundled_server "$@"\n'
     )
     shim.chmod(0o755)
     return bin_dir

@@ -18,9 +18,9 @@ import pytest
 
 from pytest_tfserving.deadline import Deadline
 from pytest_tfserving.errors import ServerStartError
-from pytest_tfserving.serving import docker as docker_backend
-from pytest_tfserving.serving.backend_settings import BackendSettings
-from pytest_tfserving.serving.base import ServeConfig
+from pytest_tfserving.launchers import docker as docker_backend
+from pytest_tfserving.launchers.backend_settings import BackendSettings
+from pytest_tfserving.launchers.base import ServeConfig
 
 pytestmark = [pytest.mark.docker, pytest.mark.xdist_group("docker")]
 
@@ -49,8 +49,8 @@ import json, os
 import numpy as np
 import docker
 from pytest_tfserving.deadline import Deadline
-from pytest_tfserving.requests import synthesize_inputs
-from pytest_tfserving.serving.bundled import BundledLauncher
+from pytest_tfserving.predict_requests import synthesize_inputs
+from pytest_tfserving.launchers.bundled import BundledLauncher
 
 
 def test_container_contract_and_same_predictions_as_bundled(tfs_server, tfs_model):

@@ -12,8 +12,8 @@ import time
 import pytest
 
 from pytest_tfserving.errors import ServerStartError
-from pytest_tfserving.serving import docker as docker_backend
-from pytest_tfserving.serving.backend_settings import (
+from pytest_tfserving.launchers import docker as docker_backend
+from pytest_tfserving.launchers.backend_settings import (
     DEFAULT_IMAGE,
     BackendSettings,
     parse_env_pair,
@@ -21,7 +21,7 @@ from pytest_tfserving.serving.backend_settings import (
     parse_memory,
     parse_rest_address,
 )
-from pytest_tfserving.serving.select import choose_backend
+from pytest_tfserving.launchers.select import choose_backend
 
 
 def test_parsers_accept_the_documented_forms():
@@ -127,9 +127,9 @@ def test_model_config_container_mounts_each_base_dir_and_serves_a_rewritten_copy
     version dir; a single model is mounted as before."""
     import dataclasses
 
-    from pytest_tfserving.server.model_config import parse_model_config
-    from pytest_tfserving.serving.base import ServeConfig
-    from pytest_tfserving.serving.deployment import load_deployment
+    from pytest_tfserving.bundled_server.model_config import parse_model_config
+    from pytest_tfserving.launchers.base import ServeConfig
+    from pytest_tfserving.launchers.deployment import load_deployment
 
     config = tmp_path / "models.config"
     config.write_text(

@@ -33,7 +33,7 @@ def test_gate_suite_serves_ctr_direct_and_reports(pytester, ctr_direct):
     result.stdout.fnmatch_lines([
         "*tfs-gates::test_gate?serving? PASSED*",
         "*TF Serving release gate*",
-        "model ctr_direct v1; backend bundled (*pytest_tfserving.server)*",
+        "model ctr_direct v1; backend bundled (*pytest_tfserving.bundled_server)*",
         "gate*verdict*threshold*measured*",
         "serving*PASS*rtol=0.0001*signatures_answered=1*",
         "release gate PASSED",
@@ -41,7 +41,7 @@ def test_gate_suite_serves_ctr_direct_and_reports(pytester, ctr_direct):
     data = json.loads(report.read_text())
     assert data["schema"] == 1
     assert data["backend"]["kind"] == "bundled"
-    assert "pytest_tfserving.server" in data["backend"]["image_or_binary"]
+    assert "pytest_tfserving.bundled_server" in data["backend"]["image_or_binary"]
     assert data["model"]["name"] == "ctr_direct"
     assert data["model"]["signatures"]["serving_default"]["inputs"]["dense"]["shape"] == [-1, 8]
     (gate,) = data["gates"]

@@ -21,9 +21,9 @@ def test_staged_int8_version_serves_with_prefer_tflite(tmp_path):
 
     from pytest_tfserving.int8.eval_data import load_npz
     from pytest_tfserving.int8.quantize import convert
+    from pytest_tfserving.launchers.base import ServeConfig
+    from pytest_tfserving.launchers.server_flags import model_server_flags
     from pytest_tfserving.model import inspect_model
-    from pytest_tfserving.serving.base import ServeConfig
-    from pytest_tfserving.serving.flags import model_server_flags
 
     model = inspect_model(DIGITS)
     signature = model.signature("serving_default")

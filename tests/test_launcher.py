@@ -14,14 +14,14 @@ import pytest
 
 from pytest_tfserving.deadline import Deadline
 from pytest_tfserving.errors import ModelLoadError, ServerStartError, ServerTimeoutError
-from pytest_tfserving.serving.base import ServeConfig
-from pytest_tfserving.serving.bundled import BundledLauncher
+from pytest_tfserving.launchers.base import ServeConfig
+from pytest_tfserving.launchers.bundled import BundledLauncher
 
 pytestmark = pytest.mark.xdist_group("bundled-e2e")
 
 
 def server_pids(tag: str) -> list[int]:
-    out = subprocess.run(["pgrep", "-f", f"pytest_tfserving.server.*{tag}"],
+    out = subprocess.run(["pgrep", "-f", f"pytest_tfserving.bundled_server.*{tag}"],
                          capture_output=True, text=True)
     return [int(p) for p in out.stdout.split()]
 

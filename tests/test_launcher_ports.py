@@ -18,19 +18,19 @@ from typing import Any
 
 import pytest
 
-import pytest_tfserving.serving.process as process_module
+import pytest_tfserving.launchers.process as process_module
 from pytest_tfserving.client import TFServingClient
 from pytest_tfserving.deadline import Deadline
 from pytest_tfserving.errors import ServerStartError
+from pytest_tfserving.launchers.base import ServeConfig
+from pytest_tfserving.launchers.bundled import BundledLauncher
 from pytest_tfserving.ports import free_port
-from pytest_tfserving.serving.base import ServeConfig
-from pytest_tfserving.serving.bundled import BundledLauncher
 
 pytestmark = pytest.mark.xdist_group("bundled-e2e")
 
 
 def server_pids(tag: str) -> list[int]:
-    out = subprocess.run(["pgrep", "-f", f"pytest_tfserving.server.*{tag}"],
+    out = subprocess.run(["pgrep", "-f", f"pytest_tfserving.bundled_server.*{tag}"],
                          capture_output=True, text=True)
     return [int(p) for p in out.stdout.split()]
 

@@ -15,18 +15,18 @@ from pathlib import Path
 
 import pytest
 
+from pytest_tfserving.bundled_server.model_config import parse_model_config
 from pytest_tfserving.deadline import Deadline
 from pytest_tfserving.errors import ConfigError
-from pytest_tfserving.options import parse_server_arg
-from pytest_tfserving.server.model_config import parse_model_config
-from pytest_tfserving.serving.base import ServeConfig
-from pytest_tfserving.serving.bundled import BundledLauncher
-from pytest_tfserving.serving.deployment import (
+from pytest_tfserving.launchers.base import ServeConfig
+from pytest_tfserving.launchers.bundled import BundledLauncher
+from pytest_tfserving.launchers.deployment import (
     config_text,
     labels_allowed,
     load_deployment,
     served_models,
 )
+from pytest_tfserving.options import parse_server_arg
 
 LABELS_FLAG = "--allow_version_labels_for_unavailable_models"
 USAGE_ERROR_BOUND_S = 60.0  # a usage error comes before any server or TensorFlow import

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from pytest_tfserving.deadline import Deadline
+from pytest_tfserving.launchers.base import ServeConfig
+from pytest_tfserving.launchers.bundled import BundledLauncher
 from pytest_tfserving.ports import free_port
-from pytest_tfserving.serving.base import ServeConfig
-from pytest_tfserving.serving.bundled import BundledLauncher
 
 pytestmark = pytest.mark.xdist_group("bundled-e2e")
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from pytest_tfserving.server.flags import (
+from pytest_tfserving.bundled_server.flag_table import (
     FlagError,
     parse_flags,
     parse_monitoring_config,
@@ -54,7 +54,8 @@ def test_monitoring_config() -> None:
 
 def test_unknown_flag_exits_2_with_one_line() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest_tfserving.server", "--model_base_path=/m", "--bogus=1"],
+        [sys.executable, "-m", "pytest_tfserving.bundled_server", "--model_base_path=/m",
+         "--bogus=1"],
         capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
@@ -65,7 +66,11 @@ def test_unknown_flag_exits_2_with_one_line() -> None:
 def test_every_tf_serving_flag_is_parsed_with_its_default() -> None:
     from dataclasses import fields
 
-    from pytest_tfserving.server.flags import FLAG_TABLE, TF_SERVING_FLAG_COUNT, ServerFlags
+    from pytest_tfserving.bundled_server.flag_table import (
+        FLAG_TABLE,
+        TF_SERVING_FLAG_COUNT,
+        ServerFlags,
+    )
 
     ours = {"bind_address"}
     assert len(set(FLAG_TABLE) - ours) == TF_SERVING_FLAG_COUNT
@@ -93,10 +98,11 @@ def test_thread_and_warmup_flags_resolve_as_tf_serving() -> None:
 def test_readme_flag_table_is_generated_from_the_flag_table() -> None:
     from server_helpers import ROOT
 
-    from pytest_tfserving.server.flags import FLAG_TABLE, markdown_table
+    from pytest_tfserving.bundled_server.flag_table import FLAG_TABLE, markdown_table
 
     readme = (ROOT / "README.md").read_text()
     block = readme.split("<!-- flags:begin -->\n", 1)[1].split("\n<!-- flags:end -->", 1)[0]
-    assert block == markdown_table(), "regenerate: python -m pytest_tfserving.server.flags"
+    assert block == markdown_table(), \
+        "regenerate: python -m pytest_tfserving.bundled_server.flag_table"
     for name in FLAG_TABLE:
         assert f"`--{name}`" in block

@@ -172,7 +172,7 @@ def test_reload_config_rpc_applies_a_new_config(tf1_linear: Path, tmp_path: Path
 
 
 def _run_to_exit(*flags: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pytest_tfserving.server", "--port=0",
+    return subprocess.run([sys.executable, "-m", "pytest_tfserving.bundled_server", "--port=0",
                            f"--grpc_socket_path=/tmp/tfs-never-{time.monotonic_ns()}.sock", *flags],
                           capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from server_helpers import ServerProcess, ctr_inputs, metric_samples, predict_request
 
-from pytest_tfserving.server.warmup import read_tfrecords
+from pytest_tfserving.bundled_server.warmup_replay import read_tfrecords
 
 MONITORING = 'prometheus_config { enable: true, path: "/monitoring/prometheus/metrics" }\n'
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from server_helpers import ServerProcess
 
-from pytest_tfserving.server.rest import json_example
-from pytest_tfserving.server.status import ServingError
+from pytest_tfserving.bundled_server.rest import json_example
+from pytest_tfserving.bundled_server.status import ServingError
 
 
 @pytest.fixture(scope="module")

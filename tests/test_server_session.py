@@ -15,14 +15,14 @@ import grpc
 import numpy as np
 import pytest
 
-from pytest_tfserving.errors import ModelError
-from pytest_tfserving.server.servable import (
+from pytest_tfserving.bundled_server.servable import (
     LoadOptions,
     Servable,
     _session_config,
     load_servable,
 )
-from pytest_tfserving.server.status import ServingError
+from pytest_tfserving.bundled_server.status import ServingError
+from pytest_tfserving.errors import ModelError
 from pytest_tfserving.tensors import DT_FLOAT, DT_INT64
 
 W = np.array([[1.0], [2.0]], np.float32)
@@ -273,7 +273,7 @@ def test_tflite_runner_takes_output_keys(models: dict[str, Path], tmp_path: Path
     """The LiteRT runner keeps SignatureRunner's interface: run(arrays, output_keys)."""
     import tensorflow as tf
 
-    from pytest_tfserving.server.tflite_servable import load_tflite_servable
+    from pytest_tfserving.bundled_server.tflite_servable import load_tflite_servable
 
     version_dir = tmp_path / "1"
     version_dir.mkdir()

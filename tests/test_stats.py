@@ -99,7 +99,7 @@ def test_too_few_or_non_consecutive_usable_windows_are_not_stable() -> None:
 # --- server evidence -----------------------------------------------------------------------
 
 def test_batch_sizes_queue_delay_and_latency_from_tf_serving_metric_names() -> None:
-    from pytest_tfserving.server.metrics import Metrics
+    from pytest_tfserving.bundled_server.metrics import Metrics
 
     metrics = Metrics()
     metrics.record_request("ctr", "predict", "GRPC", "OK", 900.0)

@@ -14,7 +14,7 @@ from pytest_tfserving.cli import main
 from pytest_tfserving.errors import ConfigError
 from pytest_tfserving.model import ModelInfo, inspect_model
 from pytest_tfserving.tfrecord import read_records, write_records
-from pytest_tfserving.warmup import (
+from pytest_tfserving.warmup_file import (
     MAX_RECORDS,
     inspect_warmup_file,
     make_warmup_file,

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from pytest_tfserving.deadline import Deadline
+from pytest_tfserving.launchers.base import ServeConfig
+from pytest_tfserving.launchers.bundled import BundledLauncher
 from pytest_tfserving.model import inspect_model
-from pytest_tfserving.serving.base import ServeConfig
-from pytest_tfserving.serving.bundled import BundledLauncher
 from pytest_tfserving.tfrecord import count_records
-from pytest_tfserving.warmup import make_warmup_file, parse_replay_lines
+from pytest_tfserving.warmup_file import make_warmup_file, parse_replay_lines
 
 pytestmark = [pytest.mark.xdist_group("bundled-e2e"), pytest.mark.slow]
 
@@ -108,7 +108,7 @@ def test_generated_file_is_replayed_and_counted_once_per_record(tmp_path: Path,
 def test_server_without_warmup_replay_fails_the_replay_check(ctr_direct: Path) -> None:
     """A server started with --enable_model_warmup=false prints no replay line: the gate's
     log check says the file was not replayed and how to fix it."""
-    from pytest_tfserving.gates.warmup import _check_replay
+    from pytest_tfserving.gates.cold_start import _check_replay
     from pytest_tfserving.session import RunningServer
 
     model = inspect_model(ctr_direct)

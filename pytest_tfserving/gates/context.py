@@ -10,8 +10,8 @@ import pytest
 from pytest_tfserving.errors import ConfigError
 
 if TYPE_CHECKING:
+    from pytest_tfserving.launchers.base import ServeConfig
     from pytest_tfserving.model import ModelInfo
-    from pytest_tfserving.serving.base import ServeConfig
     from pytest_tfserving.session import RunningServer, TFSSession
 
 

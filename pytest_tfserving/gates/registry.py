@@ -38,9 +38,9 @@ GATES: tuple[GateSpec, ...] = (
     GateSpec("int8_delta", "pytest_tfserving.gates.int8_delta:check", "tfs_int8_delta",
              "INT8 post-training quantization keeps the metric within bounds; size and CPU "
              "latency ratios measured", False),
-    GateSpec("serving", "pytest_tfserving.gates.serving:check", "tfs_serving",
+    GateSpec("serving", "pytest_tfserving.gates.served_answers:check", "tfs_serving",
              "model loads; every signature answers; predictions equal an in-process call", True),
-    GateSpec("warmup", "pytest_tfserving.gates.warmup:check", "tfs_warmup",
+    GateSpec("warmup", "pytest_tfserving.gates.cold_start:check", "tfs_warmup",
              "warmup file valid, replayed by the server, first request not cold", True),
     GateSpec("sla", "pytest_tfserving.gates.sla:check", "tfs_sla",
              "open-loop P99 and QPS under dynamic batching, with server-side batch evidence",

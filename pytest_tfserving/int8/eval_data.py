@@ -45,7 +45,7 @@ class EvalData:
 
 def load_npz(path: Path, label_key: str = DEFAULT_LABEL_KEY) -> EvalData:
     """Read a .npz; arrays other than ``label_key`` are inputs (checked by ``validate``)."""
-    from pytest_tfserving.requests import read_npz
+    from pytest_tfserving.predict_requests import read_npz
 
     arrays = read_npz(Path(path), "eval data",
                       "Save it with numpy.savez(path, <input name>=array, ..., labels=array)")

@@ -52,14 +52,14 @@ def representative_samples(source: str, count: int, signature: Signature, versio
             raise GateError(f"Calibration source 'warmup' chosen but {version_dir} has no "
                             f"warmup record for signature {signature.name!r}; add "
                             "assets.extra/tf_serving_warmup_requests or use 'auto'.")
-    from pytest_tfserving.requests import synthesize_inputs
+    from pytest_tfserving.predict_requests import synthesize_inputs
 
     samples = [synthesize_inputs(signature, batch_size=1, seed=i) for i in range(count)]
     return samples, f"{len(samples)} synthesized inputs (no eval data or warmup records)"
 
 
 def _warmup_samples(version_dir: Path, signature: Signature, count: int) -> list[Sample]:
-    from pytest_tfserving.requests import warmup_inputs
+    from pytest_tfserving.predict_requests import warmup_inputs
 
     samples: list[Sample] = []
     for request in warmup_inputs(version_dir, signature.name, limit=count):

@@ -19,7 +19,7 @@ import pytest
 from pytest_tfserving.errors import ConfigError
 
 if TYPE_CHECKING:
-    from pytest_tfserving.serving.base import ServeConfig
+    from pytest_tfserving.launchers.base import ServeConfig
     from pytest_tfserving.session import TFSSession
 
 TFLITE_NAME = "model.tflite"

@@ -23,7 +23,7 @@ MAX_REQUESTS = 256  # distinct requests sent round robin
 
 def predict_bytes(model_name: str, signature_name: str, inputs: Inputs,
                   version: int | None = None) -> bytes:
-    from pytest_tfserving.requests import predict_request
+    from pytest_tfserving.predict_requests import predict_request
 
     return bytes(predict_request(model_name, signature_name, inputs, version).SerializeToString())
 
@@ -82,7 +82,7 @@ def from_inputs(model_name: str, signature_name: str, inputs_list: Sequence[Any]
 
 
 def from_npz(path: Path, model_name: str, signature: Signature, batch_size: int) -> list[bytes]:
-    from pytest_tfserving.requests import load_npz_inputs
+    from pytest_tfserving.predict_requests import load_npz_inputs
 
     arrays = load_npz_inputs(path, signature)
     requests = rebatch([arrays], batch_size)
@@ -95,7 +95,7 @@ def from_npz(path: Path, model_name: str, signature: Signature, batch_size: int)
 def from_warmup(model: ModelInfo, model_name: str, signature: Signature,
                 batch_size: int | None) -> list[bytes]:
     """The warmup file's PredictRequests for ``signature`` (re-cut to ``batch_size`` if given)."""
-    from pytest_tfserving.requests import warmup_inputs
+    from pytest_tfserving.predict_requests import warmup_inputs
 
     records = warmup_inputs(model.version_dir, signature.name, limit=MAX_REQUESTS)
     if not records:
@@ -109,7 +109,7 @@ def synthesized(model: ModelInfo, model_name: str, signature: Signature, batch_s
                 count: int = 32) -> list[bytes]:
     """Requests synthesized from the signature (tf.Example built from the graph's parse spec
     for a single serialized-example input)."""
-    from pytest_tfserving.requests import synthesize_inputs
+    from pytest_tfserving.predict_requests import synthesize_inputs
 
     if any(spec.is_string for spec in signature.inputs.values()):
         from pytest_tfserving.examples import make_examples, parse_specs
