@@ -79,8 +79,9 @@ def test_marker_arguments_are_checked(pytester: pytest.Pytester, ctr_direct: Pat
     )
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines([
-        "*max_cold_ratio='fast' in marker tfs_warmup on test_marker_arguments_are_checked.py::"
-        "test_bad_value is not valid: it must be a number > 0*",
+        "*Invalid value 'fast' for argument max_cold_ratio= of marker tfs_warmup on "
+        "test_marker_arguments_are_checked.py::test_bad_value: must be a number*"
+        "(option --tfs-warmup-max-cold-ratio)*",
         "*Unknown argument(s) max_ratio in marker tfs_warmup on *test_unknown_argument; this "
         "gate takes: compare_without_warmup, max_cold_ratio, signatures, steady_requests*",
     ], consecutive=False)
