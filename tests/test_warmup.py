@@ -14,14 +14,10 @@ from pytest_tfserving.cli import main
 from pytest_tfserving.errors import ConfigError
 from pytest_tfserving.model import ModelInfo, inspect_model
 from pytest_tfserving.tfrecord import read_records, write_records
-from pytest_tfserving.warmup_file import (
-    MAX_RECORDS,
-    inspect_warmup_file,
-    make_warmup_file,
-    no_file_lines,
-    parse_replay_lines,
-    validate_warmup_file,
-)
+from pytest_tfserving.warmup_contract import MAX_RECORDS, no_file_lines, parse_replay_lines
+from pytest_tfserving.warmup_make import make_warmup_file
+from pytest_tfserving.warmup_report import inspect_warmup_file
+from pytest_tfserving.warmup_validation import validate_warmup_file
 
 
 @pytest.fixture(scope="module")
