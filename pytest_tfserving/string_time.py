@@ -28,8 +28,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_tfserving.graph import OpFinding, classify
+from pytest_tfserving.graph import OpFinding
 from pytest_tfserving.model import ModelInfo, Signature
+from pytest_tfserving.op_kinds import classify
 
 METHOD = "tf.compat.v1.Session + RunOptions(FULL_TRACE) step_stats"
 DEFAULT_RUNS = 50

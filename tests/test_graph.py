@@ -1,5 +1,6 @@
-"""graph.py: reachability and string-op classification on SavedModels built here, plus the
-string-op time share of string_time.py. Models are tiny and built once per session."""
+"""graph.py, op_kinds.py, op_allowlist.py: reachability, string-op classification and
+allowlists on SavedModels built here, plus the string-op time share of string_time.py. Models
+are tiny and built once per session."""
 
 from __future__ import annotations
 
@@ -10,14 +11,9 @@ import numpy as np
 import pytest
 
 from pytest_tfserving.errors import ModelError
-from pytest_tfserving.graph import (
-    TOP_LEVEL,
-    AllowEntry,
-    SavedModelGraph,
-    allow_entries,
-    classify,
-    parse_allowlist,
-)
+from pytest_tfserving.graph import TOP_LEVEL, SavedModelGraph
+from pytest_tfserving.op_allowlist import AllowEntry, allow_entries, parse_allowlist
+from pytest_tfserving.op_kinds import classify
 
 FEATURES_SPEC = {"uid": ("int64", [])}
 
