@@ -150,12 +150,8 @@ def answer_examples(core: Core, verb: str, spec: Any, data: Any,
                     else regression_pb2.RegressionRequest())
     request.model_spec.CopyFrom(spec)
     fill_examples_request(data, request, verb)
-    method = CLASSIFY_METHOD if verb == "classify" else REGRESS_METHOD
-    api = verb.capitalize()
-    servable, runner, key, examples = classify.prepare(core, request, method)
-    outputs = classify.submit(core, runner, key, examples, api).result(timeout_s)
     if verb == "classify":
         return classification_json(
-            classify.classification(servable, runner, outputs, len(examples)).result)
+            classify.run_sync(core, request, CLASSIFY_METHOD, timeout_s=timeout_s).result)
     return regression_json(
-        classify.regression(servable, runner, outputs, len(examples)).result)
+        classify.run_sync(core, request, REGRESS_METHOD, timeout_s=timeout_s).result)
