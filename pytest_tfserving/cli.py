@@ -1,4 +1,5 @@
-"""Command line: ``python -m pytest_tfserving warmup make|inspect ...`` (also ``pytest-tfserving``).
+"""The ``python -m pytest_tfserving`` command line (also ``pytest-tfserving``): ``warmup make``
+and ``warmup inspect``.
 
 Exit status: 0 done / file valid, 1 the file has problems, 2 bad arguments or unreadable input.
 """

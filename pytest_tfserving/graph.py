@@ -1,4 +1,5 @@
-"""Op inventory of a SavedModel and reachability from a signature's outputs (pure analysis).
+"""A SavedModel's serving graph: what runs when a signature is called (reachability from its
+outputs, its inputs cut out), its string ops, and each input's graph dtype (pure analysis).
 
 What runs when TF Serving answers a signature is what is reachable from the signature's output
 tensors, with the signature's input tensors cut out:

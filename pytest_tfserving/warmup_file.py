@@ -1,6 +1,5 @@
-"""A TF Serving warmup file's records: read them as PredictionLog protos, write them, and the
-small reads of one record (its signatures, a tensor's text, a request's example count) that
-validation, making and the report share.
+"""A TF Serving warmup file's records: reading and writing them as PredictionLog protos, and the
+reads of one record that validation, making and the report share.
 
 TF Serving replays ``<version>/assets.extra/tf_serving_warmup_requests`` when it loads a model
 (``--enable_model_warmup``, on by default): a TFRecord file of ``PredictionLog`` protos, of kinds

@@ -1,4 +1,5 @@
-"""Classify and Regress: tf.Examples in, ClassificationResult / RegressionResult out.
+"""Classify and Regress in the bundled server: tf.Examples in, ClassificationResult /
+RegressionResult out.
 
 The Input's ``example_list`` (or ``example_list_with_context``, context merged into each example)
 is serialized into the signature's single input, the model runs through the same
