@@ -13,7 +13,8 @@ from pytest_tfserving.launchers.base import ServeConfig
 from pytest_tfserving.launchers.bundled import BundledLauncher
 from pytest_tfserving.model import inspect_model
 from pytest_tfserving.tfrecord import count_records
-from pytest_tfserving.warmup_file import make_warmup_file, parse_replay_lines
+from pytest_tfserving.warmup_contract import parse_replay_lines
+from pytest_tfserving.warmup_make import make_warmup_file
 
 pytestmark = [pytest.mark.xdist_group("bundled-e2e"), pytest.mark.slow]
 

@@ -1,4 +1,5 @@
-"""``python -m pytest_tfserving.bundled_server --model_base_path=... --port=...``."""
+"""The bundled server's entry point: ``python -m pytest_tfserving.bundled_server
+--model_base_path=... --port=...``."""
 
 from __future__ import annotations
 
