@@ -10,8 +10,10 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
+from server_helpers import ServerProcess, ctr_inputs, predict_request
 
 from pytest_tfserving.load.generator import LoadError, LoadSpec, run_load
 from pytest_tfserving.ports import free_port
@@ -139,3 +141,36 @@ def test_bad_spec_is_rejected_with_the_value_and_the_fix() -> None:
         run_load("127.0.0.1:1", PAYLOAD, LoadSpec(rate=-5))
     with pytest.raises(Exception, match=r"mode='sideways' must be 'open'"):
         run_load("127.0.0.1:1", PAYLOAD, LoadSpec(mode="sideways"))
+
+
+def ctr_payloads(model_name: str, n: int = 4) -> list[bytes]:
+    return [predict_request(model_name, ctr_inputs(1, seed=i)).SerializeToString()
+            for i in range(n)]
+
+
+def test_timeline_records_every_request_with_the_served_version(ctr_direct: Path) -> None:
+    with ServerProcess(ctr_direct, rest=False, model_name="ctr") as srv:
+        srv.wait_available()
+        spec = LoadSpec(rate=100, duration_s=1.0, window_s=0.5, warmup_s=0.3, stability_pct=0,
+                        timeline=True)
+        result = run_load(srv.address, ctr_payloads("ctr"), spec)
+    timeline = result.timeline
+    assert timeline is not None
+    sent = sum(w.stats.sent for w in result.windows)
+    assert sent >= 80, result.summary()
+    # the measured phase is exactly what the windows counted; the warm-up is there too
+    assert int(timeline.measured.sum()) == sent
+    assert len(timeline) - sent >= 20  # ~30 warm-up requests at 100 req/s for 0.3 s
+    assert set(timeline.code.tolist()) == {"OK"}
+    assert set(timeline.version.tolist()) == {1}  # fixtures/models/ctr_direct/1
+    assert list(timeline.intended_s) == sorted(timeline.intended_s)
+    assert timeline.intended_s[0] < 0.3 <= timeline.intended_s[-1] < 1.3 + 0.01
+    assert (timeline.latency_ms > 0).all()
+    assert result.stats.ok == sent
+
+
+def test_without_timeline_there_is_none() -> None:
+    with echo_server() as (target, _):
+        result = run_load(target, PAYLOAD, LoadSpec(rate=100, duration_s=0.5, warmup_s=0,
+                                                    stability_pct=0))
+    assert result.timeline is None

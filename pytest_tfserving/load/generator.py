@@ -32,6 +32,7 @@ from pytest_tfserving.load.stats import (
     merge,
     window_from_messages,
 )
+from pytest_tfserving.load.timeline import Timeline
 from pytest_tfserving.load.worker import PREDICT_METHOD, write_payloads
 
 # Above this rate the load is split over several worker processes (at most one per core). One
@@ -75,6 +76,7 @@ class LoadSpec:
     workers: int = 0  # 0: as many as the rate needs (at most one per core)
     channels: int = 1  # gRPC channels (HTTP/2 connections) per worker
     seed: int = 0
+    timeline: bool = False  # record every request (``LoadResult.timeline``); costs CPU per answer
 
     @property
     def window(self) -> float:
@@ -160,6 +162,8 @@ class LoadResult:
     label: str = ""
     missed: int = 0  # measured requests the generator never got to send (time ran out)
     service: LatencyStats | None = None  # latency from the actual send (as h2load measures)
+    # every request, warm-up included, sorted by intended send time (``LoadSpec(timeline=True)``)
+    timeline: Timeline | None = None
 
     @property
     def p99_from_send_ms(self) -> float:
@@ -383,8 +387,13 @@ def _worker_configs(spec: LoadSpec, target: str, payload_file: Path, n: int,
             "warmup_s": spec.warmup_s, "window_s": spec.window, "max_windows": max_windows,
             "max_requests": requests if spec.max_requests else 0, "channels": spec.channels,
             "seed": spec.seed * 1000 + i, "method": method,
+            "timeline_file": str(_timeline_path(payload_file, i)) if spec.timeline else "",
         })
     return configs
+
+
+def _timeline_path(payload_file: Path, index: int) -> Path:
+    return payload_file.parent / f"timeline{index}.bin"
 
 
 def run_load(target: str, payloads: Sequence[bytes], spec: LoadSpec, *,
@@ -403,9 +412,13 @@ def run_load(target: str, payloads: Sequence[bytes], spec: LoadSpec, *,
         write_payloads(payload_file, list(payloads))
         workers = _Workers(n, _worker_configs(spec, target, payload_file, n, method), Path(tmp))
         try:
-            return _drive(workers, n, spec, target, metrics_url, model_name, progress, label)
+            result = _drive(workers, n, spec, target, metrics_url, model_name, progress, label)
         finally:
             workers.close()
+        if spec.timeline:
+            result.timeline = Timeline.read([_timeline_path(payload_file, i) for i in range(n)],
+                                            spec.warmup_s)
+        return result
 
 
 def _drive(workers: _Workers, n: int, spec: LoadSpec, target: str, metrics_url: str | None,

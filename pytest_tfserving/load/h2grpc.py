@@ -66,6 +66,8 @@ MAX_REFUSALS = 5  # a call refused this often fails UNAVAILABLE
 
 # done(tag, code, detail, sent, answered_at): code 0 is OK; sent is when the call went out
 DoneCallback = Callable[[Any, int, str, float, float], None]
+# message(tag, response): the response message (gRPC framing removed), just before done(tag, ...)
+MessageCallback = Callable[[Any, bytes], None]
 
 
 def frame(ftype: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
@@ -157,7 +159,7 @@ class Target:
 
 class _Call:
     __slots__ = ("tag", "message", "deadline", "sent", "http_status", "grpc_status", "detail",
-                 "refusals")
+                 "refusals", "body")
 
     def __init__(self, tag: Any, message: bytes, deadline: float) -> None:
         self.tag = tag
@@ -168,17 +170,22 @@ class _Call:
         self.grpc_status = -1
         self.detail = ""
         self.refusals = 0
+        self.body: bytearray | None = None
 
 
 class H2Connection:
     """One HTTP/2 connection carrying gRPC unary calls; single-threaded, non-blocking."""
 
-    def __init__(self, target: Target, path: str, timeout_s: float, done: DoneCallback) -> None:
+    def __init__(self, target: Target, path: str, timeout_s: float, done: DoneCallback,
+                 on_message: MessageCallback | None = None) -> None:
+        """``on_message`` (optional) receives each successful call's response message; without
+        it response bodies are skipped unread (the cheap path)."""
         import hpack
 
         self.target = target
         self.timeout_s = timeout_s
         self.done = done
+        self.on_message = on_message
         self.block = request_header_block(target.authority, path, timeout_s)
         self.sock: socket.socket | None = None
         self.out = bytearray()
@@ -410,6 +417,8 @@ class H2Connection:
                 break
             sid &= LAST_STREAM_ID
             if ftype == DATA:  # the response message itself is not needed, only its end
+                if self.on_message is not None:
+                    self._keep_body(sid, flags, bytes(buf[pos + 9:end]))
                 pos = end
                 self.recv_unacked += length
                 if flags & FLAG_END_STREAM:
@@ -457,6 +466,16 @@ class H2Connection:
                 self.closed_reason = "the server sent PUSH_PROMISE although push was disabled"
             # PRIORITY and unknown frame types are ignored, as HTTP/2 asks
         del buf[:pos]
+
+    def _keep_body(self, sid: int, flags: int, payload: bytes) -> None:
+        call = self.active.get(sid)
+        if call is None:
+            return
+        if flags & FLAG_PADDED and payload:
+            payload = payload[1:len(payload) - payload[0]]
+        if call.body is None:
+            call.body = bytearray()
+        call.body += payload
 
     def _apply_settings(self, payload: bytes) -> None:
         for off in range(0, len(payload) - 5, 6):
@@ -543,6 +562,11 @@ class H2Connection:
                 detail = f"HTTP status {call.http_status} without grpc-status"
             else:
                 code, detail = INTERNAL, "the stream ended without a grpc-status trailer"
+        body = call.body
+        if self.on_message is not None and code == OK and body is not None and len(body) >= 5 \
+                and body[0] == 0:  # an uncompressed length-prefixed message
+            (length,) = _U32.unpack_from(body, 1)
+            self.on_message(call.tag, bytes(body[5:5 + length]))
         self.done(call.tag, code, detail, call.sent, now)
 
     def _on_goaway(self, payload: bytes, now: float) -> None:

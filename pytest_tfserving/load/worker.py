@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_tfserving.load.h2grpc import GRPC_CODES, UNAVAILABLE, H2Connection, Target
+from pytest_tfserving.load.timeline import TimelineRecorder, response_version
 
 # Latencies are recorded in microseconds, 1 us .. 10 min, 3 significant digits.
 HIST_MIN_US, HIST_MAX_US, HIST_DIGITS = 1, 600_000_000, 3
@@ -97,6 +98,7 @@ class WorkerConfig:
     channels: int = 1  # HTTP/2 connections, used round robin
     seed: int = 0
     method: str = PREDICT_METHOD
+    timeline_file: str = ""  # where to write the per-request timeline ("": none)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> WorkerConfig:
@@ -144,11 +146,16 @@ class Worker:
         self.idle_callers: deque[int] = deque()  # closed loop: callers whose call has ended
         self.w_end = float("-inf")  # end of the window cached in ``w_cur``
         self.w_cur: _Window | None = None
+        self.timeline = TimelineRecorder() if config.timeline_file else None
+        self.t0 = 0.0  # the common start (timeline times are relative to it)
+        self.msg_tag: Any = None  # the call whose response version was read last
+        self.msg_version = -1
 
     # --- connections --------------------------------------------------------------------------
 
     def _open(self, timeout_s: float) -> H2Connection:
-        conn = H2Connection(self.target, self.cfg.method, self.cfg.timeout_s, self._answered)
+        conn = H2Connection(self.target, self.cfg.method, self.cfg.timeout_s, self._answered,
+                            self._on_message if self.timeline is not None else None)
         conn.connect(timeout_s)
         return conn
 
@@ -251,10 +258,17 @@ class Worker:
         else:
             conn.start(tag, self.payloads[i % len(self.payloads)], now)
 
+    def _on_message(self, tag: Any, message: bytes) -> None:
+        self.msg_tag, self.msg_version = tag, response_version(message)
+
     def _answered(self, tag: Any, code: int, detail: str, sent: float, at: float) -> None:
         win, intended, caller = tag
         if caller >= 0:
             self.idle_callers.append(caller)
+        if self.timeline is not None:
+            version = self.msg_version if code == 0 and self.msg_tag is tag else -1
+            self.timeline.record(intended - self.t0, (at - intended) * 1000.0, code, version)
+            self.msg_tag = None
         if win is None:
             return
         win.outstanding -= 1
@@ -276,6 +290,7 @@ class Worker:
     def run(self, start: float) -> None:
         """Send from ``start`` until the run's end (or a stop), then wait for the answers."""
         cfg = self.cfg
+        self.t0 = start
         self.m0 = start + cfg.warmup_s
         self.end = self.m0 + cfg.window_s * cfg.max_windows
         closed = cfg.mode == "closed"
@@ -387,6 +402,8 @@ class Worker:
 
     def done(self) -> None:
         self._flush()
+        if self.timeline is not None:
+            self.timeline.write(Path(self.cfg.timeline_file))
         self.emit({"done": True, "error_details": self.error_details,
                    "measured": self.measured, "missed": self.missed})
 
