@@ -4,6 +4,8 @@ clear error or a flagged result, never a hang."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -174,3 +176,34 @@ def test_without_timeline_there_is_none() -> None:
         result = run_load(target, PAYLOAD, LoadSpec(rate=100, duration_s=0.5, warmup_s=0,
                                                     stability_pct=0))
     assert result.timeline is None
+
+
+def test_abort_hook_ends_the_run_soon_after_the_server_dies(ctr_direct: Path) -> None:
+    with ServerProcess(ctr_direct, rest=False, model_name="ctr") as srv:
+        srv.wait_available()
+        killed_at: list[float] = []
+
+        def kill_after_two_windows(line: str) -> None:
+            if "window 2/" in line and not killed_at:
+                os.killpg(srv.proc.pid, signal.SIGKILL)
+                killed_at.append(time.monotonic())
+
+        def server_gone() -> str | None:
+            code = srv.proc.poll()
+            return None if code is None else f"the server exited with {code}"
+
+        spec = LoadSpec(rate=100, duration_s=10, window_s=0.5, warmup_s=0.3, stability_pct=0,
+                        max_windows=20, timeline=True)
+        result = run_load(srv.address, ctr_payloads("ctr"), spec, abort=server_gone,
+                          progress=kill_after_two_windows)
+        returned_at = time.monotonic()
+    assert killed_at, "the run never reached its second window"
+    assert returned_at - killed_at[0] < 1.5
+    assert result.aborted == f"the server exited with {-signal.SIGKILL}"
+    assert result.aborted_at_s is not None and 0.3 + 1.0 <= result.aborted_at_s < 0.3 + 3.0
+    answered = result.windows[:2]
+    assert [w.stats.ok for w in answered] == [w.stats.sent for w in answered]
+    assert all(w.stats.ok >= 40 for w in answered), result.summary()
+    assert len(result.windows) < 6  # not the 20 windows asked for
+    assert result.as_dict()["aborted"] == result.aborted
+    assert result.as_dict()["aborted_at_s"] == result.aborted_at_s

@@ -47,8 +47,12 @@ LAG_LIMIT_MS = 5.0
 LAG_LIMIT_SHARE = 0.25
 OFFERED_MIN_SHARE = 0.95  # of the requests the schedule asked for
 READY_TIMEOUT_S = 20.0
+ABORT_POLL_S = 0.25  # the abort hook is called at least this often
+ABORT_GRACE_S = 0.4  # after an abort, how long the workers' last reports are waited for
 
 Progress = Callable[[str], None]
+Abort = Callable[[], "str | None"]  # a reason to stop the load now, or None
+StopRule = Callable[[Sequence[WindowStats]], bool]  # True: enough measured, stop
 
 
 class LoadError(TFServingError):
@@ -164,6 +168,8 @@ class LoadResult:
     service: LatencyStats | None = None  # latency from the actual send (as h2load measures)
     # every request, warm-up included, sorted by intended send time (``LoadSpec(timeline=True)``)
     timeline: Timeline | None = None
+    aborted: str = ""  # why the abort hook stopped the run ("" when it was not)
+    aborted_at_s: float | None = None  # when, in seconds since the load started
 
     @property
     def p99_from_send_ms(self) -> float:
@@ -296,6 +302,7 @@ class LoadResult:
             "send_lag_p99_ms": round(self.send_lag_p99_ms, 3), "missed": self.missed,
             "p99_from_send_ms": round(self.p99_from_send_ms, 3),
             "windows": [w.summary() for w in self.windows], "server": self.server.as_dict(),
+            "aborted": self.aborted, "aborted_at_s": self.aborted_at_s,
         }
 
 
@@ -352,17 +359,18 @@ class _Workers:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
-    def close(self) -> None:
+    def close(self, grace_s: float = 3.0) -> None:
+        """Close the workers' stdin (they stop), wait ``grace_s`` for them, then kill."""
         for proc in self.procs:
             if proc.stdin is not None:
                 try:
                     proc.stdin.close()
                 except OSError:
                     pass
-        end = time.monotonic() + 3.0
+        end = time.monotonic() + grace_s
         for proc in self.procs:
             try:
-                proc.wait(timeout=max(0.1, end - time.monotonic()))
+                proc.wait(timeout=max(0.01, end - time.monotonic()))
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=5)
@@ -373,9 +381,8 @@ class _Workers:
 
 
 def _worker_configs(spec: LoadSpec, target: str, payload_file: Path, n: int,
-                    method: str) -> list[dict[str, Any]]:
-    stop_on_stable = spec.stability_pct > 0
-    max_windows = spec.max_windows if stop_on_stable else spec.min_windows
+                    method: str, stop_early: bool) -> list[dict[str, Any]]:
+    max_windows = spec.max_windows if stop_early else spec.min_windows
     configs = []
     for i in range(n):
         concurrency = spec.concurrency // n + (1 if i < spec.concurrency % n else 0)
@@ -399,8 +406,16 @@ def _timeline_path(payload_file: Path, index: int) -> Path:
 def run_load(target: str, payloads: Sequence[bytes], spec: LoadSpec, *,
              metrics_url: str | None = None, model_name: str = "",
              progress: Progress | None = None, method: str = PREDICT_METHOD,
-             label: str = "") -> LoadResult:
-    """Load ``target`` (host:port) with ``payloads`` (serialized requests, sent round robin)."""
+             label: str = "", abort: Abort | None = None,
+             stop_when: StopRule | None = None) -> LoadResult:
+    """Load ``target`` (host:port) with ``payloads`` (serialized requests, sent round robin).
+
+    ``abort`` is called at least every ``ABORT_POLL_S`` while the run lasts; when it returns a
+    reason (e.g. the server process exited) the workers stop at once and the result holds what
+    was measured until then, with ``aborted``/``aborted_at_s`` set. ``stop_when``, consulted
+    with the merged windows after each window once ``spec.min_windows`` are measured, ends the
+    run when it returns True (in place of the stability rule; ``max_windows`` still bounds it).
+    """
     spec.validate()
     if not payloads:
         raise ConfigError("No requests to send: the request source gave 0 requests. Provide "
@@ -410,84 +425,161 @@ def run_load(target: str, payloads: Sequence[bytes], spec: LoadSpec, *,
     with tempfile.TemporaryDirectory(prefix="tfs-load-") as tmp:
         payload_file = Path(tmp) / "requests.bin"
         write_payloads(payload_file, list(payloads))
-        workers = _Workers(n, _worker_configs(spec, target, payload_file, n, method), Path(tmp))
+        configs = _worker_configs(spec, target, payload_file, n, method,
+                                  stop_early=spec.stability_pct > 0 or stop_when is not None)
+        workers = _Workers(n, configs, Path(tmp))
+        run = _Run(workers, n, spec, target, abort, stop_when, progress)
         try:
-            result = _drive(workers, n, spec, target, metrics_url, model_name, progress, label)
+            result = run.drive(metrics_url, model_name, label)
         finally:
-            workers.close()
+            workers.close(grace_s=ABORT_GRACE_S if run.aborted else 3.0)
         if spec.timeline:
             result.timeline = Timeline.read([_timeline_path(payload_file, i) for i in range(n)],
                                             spec.warmup_s)
         return result
 
 
-def _drive(workers: _Workers, n: int, spec: LoadSpec, target: str, metrics_url: str | None,
-           model_name: str, progress: Progress | None, label: str) -> LoadResult:
-    ready: set[int] = set()
-    deadline = time.monotonic() + READY_TIMEOUT_S + spec.timeout_s
-    while len(ready) < n:
-        index, message = _next(workers, deadline, "starting the load workers")
-        if "fatal" in message:
-            raise LoadError(f"Load worker {index} could not start: {message['fatal']}. Check "
-                            f"that the server at {target} is up and answers gRPC.")
-        if message.get("eof"):
-            raise LoadError(f"Load worker {index} exited while starting:\n"
-                            f"{workers.stderr_tail(index)}")
-        if message.get("ready"):
-            ready.add(index)
+class _Aborted(Exception):
+    """The abort hook gave a reason: the run ends now."""
 
-    start_at = time.monotonic() + 0.05
-    workers.broadcast(json.dumps({"start_at": start_at}))
-    measure_at = start_at + spec.warmup_s
-    while time.monotonic() < measure_at:
-        time.sleep(min(0.05, max(0.0, measure_at - time.monotonic())))
-    before = scrape(metrics_url) if metrics_url else Snapshot()
 
-    stop_on_stable = spec.stability_pct > 0
-    max_windows = spec.max_windows if stop_on_stable else spec.min_windows
-    hard_deadline = measure_at + spec.window * max_windows + spec.timeout_s + 10.0
-    pending: dict[int, dict[int, dict[str, Any]]] = {}
-    windows: list[WindowStats] = []
-    done: set[int] = set()
-    error_details: dict[str, str] = {}
-    missed = 0
-    verdict = stability.Verdict(False, -1, float("inf"), "not measured")
-    stopped = False
-    while len(done) < n:
-        index, message = _next(workers, hard_deadline, "the load run")
+class _Run:
+    """One run's state as the workers' messages come in: windows, stop decisions, the abort."""
+
+    def __init__(self, workers: _Workers, n: int, spec: LoadSpec, target: str,
+                 abort: Abort | None, stop_when: StopRule | None,
+                 progress: Progress | None) -> None:
+        self.workers, self.n, self.spec, self.target = workers, n, spec, target
+        self.abort, self.stop_when, self.progress = abort, stop_when, progress
+        self.stop_on_stable = spec.stability_pct > 0 and stop_when is None
+        self.max_windows = (spec.max_windows if spec.stability_pct > 0 or stop_when is not None
+                            else spec.min_windows)
+        self.pending: dict[int, dict[int, dict[str, Any]]] = {}
+        self.windows: list[WindowStats] = []
+        self.done: set[int] = set()
+        self.error_details: dict[str, str] = {}
+        self.missed = 0
+        self.verdict = stability.Verdict(False, -1, float("inf"), "not measured")
+        self.stopped = False
+        self.stop_rule_met = False
+        self.start_at = 0.0
+        self.aborted = ""
+        self.aborted_at_s: float | None = None
+        self.next_abort_check = 0.0
+
+    def check_abort(self) -> None:
+        if self.abort is None or self.aborted:
+            return
+        now = time.monotonic()
+        if now < self.next_abort_check:
+            return
+        self.next_abort_check = now + ABORT_POLL_S / 2
+        reason = self.abort()
+        if reason:
+            self.aborted = str(reason)
+            self.aborted_at_s = max(0.0, now - self.start_at) if self.start_at else 0.0
+            raise _Aborted(reason)
+
+    def next(self, deadline: float, what: str) -> tuple[int, dict[str, Any]]:
+        """The next worker message; checks the abort hook while waiting."""
+        while True:
+            self.check_abort()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise LoadError(f"Timed out during {what}: the load workers did not report "
+                                "before the deadline (the machine may be overloaded). Lower the "
+                                "rate or the duration.")
+            try:
+                return self.workers.messages.get(timeout=min(left, ABORT_POLL_S / 2))
+            except queue.Empty:
+                continue
+
+    def drive(self, metrics_url: str | None, model_name: str, label: str) -> LoadResult:
+        spec = self.spec
+        before = Snapshot()
+        try:
+            self.wait_ready()
+            self.start_at = time.monotonic() + 0.05
+            self.workers.broadcast(json.dumps({"start_at": self.start_at}))
+            measure_at = self.start_at + spec.warmup_s
+            while time.monotonic() < measure_at:
+                self.check_abort()
+                time.sleep(min(0.05, max(0.0, measure_at - time.monotonic())))
+            before = scrape(metrics_url) if metrics_url else Snapshot()
+            hard_deadline = measure_at + spec.window * self.max_windows + spec.timeout_s + 10.0
+            while len(self.done) < self.n:
+                self.on_message(*self.next(hard_deadline, "the load run"))
+        except _Aborted:
+            self.wind_down()
+            server = ServerEvidence(False, note=f"load aborted: {self.aborted}")
+        else:
+            after = scrape(metrics_url) if metrics_url else Snapshot()
+            server = (evidence(before, after, model_name) if metrics_url else
+                      ServerEvidence(False, note="no metrics URL for this endpoint"))
+        result = _result(spec, self.target, self.windows, self.verdict, self.stop_on_stable,
+                         self.error_details, server, label, self.missed,
+                         stop_rule=self.stop_rule_met if self.stop_when is not None else None)
+        result.aborted, result.aborted_at_s = self.aborted, self.aborted_at_s
+        return result
+
+    def wait_ready(self) -> None:
+        ready: set[int] = set()
+        deadline = time.monotonic() + READY_TIMEOUT_S + self.spec.timeout_s
+        while len(ready) < self.n:
+            index, message = self.next(deadline, "starting the load workers")
+            if "fatal" in message:
+                raise LoadError(f"Load worker {index} could not start: {message['fatal']}. Check "
+                                f"that the server at {self.target} is up and answers gRPC.")
+            if message.get("eof"):
+                raise LoadError(f"Load worker {index} exited while starting:\n"
+                                f"{self.workers.stderr_tail(index)}")
+            if message.get("ready"):
+                ready.add(index)
+
+    def wind_down(self) -> None:
+        """After an abort: tell the workers, keep what they still report within the grace."""
+        self.workers.broadcast("abort")
+        end = time.monotonic() + ABORT_GRACE_S
+        while len(self.done) < self.n:
+            try:
+                index, message = self.workers.messages.get(
+                    timeout=max(0.001, end - time.monotonic()))
+            except queue.Empty:
+                return
+            if not message.get("eof"):
+                self.on_message(index, message)
+            if time.monotonic() >= end:
+                return
+
+    def on_message(self, index: int, message: dict[str, Any]) -> None:
         if "window" in message:
-            k = int(message["window"])
-            pending.setdefault(k, {})[index] = message
-            while len(windows) in pending and len(pending[len(windows)]) == n:
-                window = window_from_messages(len(windows), pending.pop(len(windows)).values())
-                windows.append(window)
-                if stop_on_stable and not stopped:
-                    verdict = _verdict(windows, spec)
-                    if verdict.stable and len(windows) >= spec.min_windows:
-                        workers.broadcast("stop")
-                        stopped = True
-                if progress is not None:
-                    progress(_progress_line(window, spec, max_windows, verdict, stop_on_stable))
+            self.pending.setdefault(int(message["window"]), {})[index] = message
+            while len(self.windows) in self.pending and \
+                    len(self.pending[len(self.windows)]) == self.n:
+                k = len(self.windows)
+                self.windows.append(window_from_messages(k, self.pending.pop(k).values()))
+                self.after_window()
         elif message.get("done"):
-            done.add(index)
-            error_details.update(message.get("error_details") or {})
-            missed += int(message.get("missed") or 0)
-        elif message.get("eof"):
+            self.done.add(index)
+            self.error_details.update(message.get("error_details") or {})
+            self.missed += int(message.get("missed") or 0)
+        elif message.get("eof") and not self.aborted:
             raise LoadError(f"Load worker {index} died during the run:\n"
-                            f"{workers.stderr_tail(index)}")
-    after = scrape(metrics_url) if metrics_url else Snapshot()
-    return _result(spec, target, windows, verdict, stop_on_stable, error_details,
-                   evidence(before, after, model_name) if metrics_url else
-                   ServerEvidence(False, note="no metrics URL for this endpoint"), label, missed)
+                            f"{self.workers.stderr_tail(index)}")
 
-
-def _next(workers: _Workers, deadline: float, what: str) -> tuple[int, dict[str, Any]]:
-    try:
-        return workers.messages.get(timeout=max(0.01, deadline - time.monotonic()))
-    except queue.Empty:
-        raise LoadError(f"Timed out during {what}: the load workers did not report before the "
-                        "deadline (the machine may be overloaded). Lower the rate or the "
-                        "duration.") from None
+    def after_window(self) -> None:
+        windows, spec = self.windows, self.spec
+        if not self.stopped and not self.aborted:
+            if self.stop_on_stable:
+                self.verdict = _verdict(windows, spec)
+                self.stopped = self.verdict.stable and len(windows) >= spec.min_windows
+            elif self.stop_when is not None and len(windows) >= spec.min_windows:
+                self.stop_rule_met = self.stopped = bool(self.stop_when(windows))
+            if self.stopped:
+                self.workers.broadcast("stop")
+        if self.progress is not None:
+            self.progress(_progress_line(windows[-1], spec, self.max_windows, self.verdict,
+                                         self.stop_on_stable))
 
 
 def _throughput(window: WindowStats, spec: LoadSpec) -> float:
@@ -519,9 +611,14 @@ def _progress_line(window: WindowStats, spec: LoadSpec, max_windows: int,
 
 def _result(spec: LoadSpec, target: str, windows: list[WindowStats],
             verdict: stability.Verdict, stop_on_stable: bool, error_details: dict[str, str],
-            server: ServerEvidence, label: str, missed: int = 0) -> LoadResult:
+            server: ServerEvidence, label: str, missed: int = 0,
+            stop_rule: bool | None = None) -> LoadResult:
     full = [w for w in windows if not w.partial] or windows
-    if stop_on_stable:
+    if stop_rule is not None:
+        chosen, stable = full, stop_rule
+        reason = (f"the stop rule was met after {len(windows)} window(s)" if stop_rule else
+                  f"the stop rule was not met in {len(windows)} window(s)")
+    elif stop_on_stable:
         verdict = _verdict(windows, spec) if not verdict.stable else verdict
         if verdict.stable:
             chosen = windows[verdict.first:verdict.first + stability.DEFAULT_COUNT]

@@ -261,8 +261,10 @@ class H2Connection:
     def fileno(self) -> int:
         return self.sock.fileno() if self.sock is not None else -1
 
-    def close(self, reason: str = "connection closed by the client") -> None:
-        """Close the socket; every call still open ends UNAVAILABLE with ``reason``."""
+    def close(self, reason: str = "connection closed by the client",
+              code: int = UNAVAILABLE) -> None:
+        """Close the socket; every call still open ends with ``code`` (UNAVAILABLE) and
+        ``reason``."""
         if self.sock is not None:
             try:
                 if not self.closed_reason:
@@ -279,7 +281,7 @@ class H2Connection:
         self.queued.clear()
         self.blocked.clear()
         for call in calls:
-            self.done(call.tag, UNAVAILABLE, self.closed_reason, call.sent or now, now)
+            self.done(call.tag, code, self.closed_reason, call.sent or now, now)
 
     # --- sending ------------------------------------------------------------------------------
 

@@ -38,7 +38,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_tfserving.load.h2grpc import GRPC_CODES, UNAVAILABLE, H2Connection, Target
+from pytest_tfserving.load.h2grpc import (
+    CANCELLED,
+    GRPC_CODES,
+    UNAVAILABLE,
+    H2Connection,
+    Target,
+)
 from pytest_tfserving.load.timeline import TimelineRecorder, response_version
 
 # Latencies are recorded in microseconds, 1 us .. 10 min, 3 significant digits.
@@ -133,6 +139,7 @@ class Worker:
         self.error_details: dict[str, str] = {}
         self.horizon = float("-inf")  # every request intended before this has been sent
         self.stop = threading.Event()
+        self.abort = threading.Event()  # stop now: no waiting for the answers in flight
         self.measured = 0
         self.m0 = 0.0
         self.end = 0.0
@@ -225,9 +232,10 @@ class Worker:
         for conn in writable:
             conn.flush()
 
-    def _close_all(self) -> None:
+    def _close_all(self, code: int = UNAVAILABLE,
+                   reason: str = "connection closed by the client") -> None:
         for conn in [c for c in self.conns if c is not None] + self.draining:
-            conn.close()
+            conn.close(reason, code)
         self.conns = [None] * len(self.conns)
         self.draining = []
 
@@ -367,11 +375,15 @@ class Worker:
             now = time.monotonic()
             for conn in live:
                 conn.expire(now)
-            if not any(c.busy for c in live) or now >= give_up:
+            if not any(c.busy for c in live) or now >= give_up or self.abort.is_set():
                 break
             self._poll(0.01, live)
-        self._close_all()
-        self._flush()
+        if self.abort.is_set():
+            self._flush()  # the windows complete now; those with calls in flight are dropped
+            self._close_all(CANCELLED, "the load was aborted")
+        else:
+            self._close_all()
+            self._flush()
 
     def _flush(self) -> None:
         """Emit, in order, every window whose requests have all been sent and answered."""
@@ -401,7 +413,8 @@ class Worker:
             self.emitted = k
 
     def done(self) -> None:
-        self._flush()
+        if not self.abort.is_set():
+            self._flush()
         if self.timeline is not None:
             self.timeline.write(Path(self.cfg.timeline_file))
         self.emit({"done": True, "error_details": self.error_details,
@@ -445,6 +458,9 @@ def main() -> int:
         for line in sys.stdin:
             text = line.strip()
             if text == "stop":
+                worker.stop.set()
+            elif text == "abort":
+                worker.abort.set()
                 worker.stop.set()
             elif text.startswith("{") and not started.is_set():
                 start_at[0] = float(json.loads(text)["start_at"])
