@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,6 +18,7 @@ import pytest
 from server_helpers import ServerProcess, ctr_inputs, predict_request
 
 from pytest_tfserving.load.generator import LoadError, LoadSpec, run_load
+from pytest_tfserving.load.stats import WindowStats, count_over
 from pytest_tfserving.ports import free_port
 
 pytestmark = pytest.mark.xdist_group("load")
@@ -207,3 +208,23 @@ def test_abort_hook_ends_the_run_soon_after_the_server_dies(ctr_direct: Path) ->
     assert len(result.windows) < 6  # not the 20 windows asked for
     assert result.as_dict()["aborted"] == result.aborted
     assert result.as_dict()["aborted_at_s"] == result.aborted_at_s
+
+
+def test_stop_rule_replaces_the_stability_rule_and_max_windows_bounds_it() -> None:
+    seen: list[int] = []
+
+    def enough(windows: Sequence[WindowStats]) -> bool:
+        seen.append(len(windows))
+        return count_over(windows, 1000.0)[1] >= 120  # 50 answers per window: the 3rd window
+
+    spec = LoadSpec(rate=200, duration_s=0.5, window_s=0.25, warmup_s=0.1, stability_pct=10,
+                    max_windows=6, arrival="constant")
+    with echo_server() as (target, _):
+        stopped = run_load(target, PAYLOAD, spec, stop_when=enough)
+        never = run_load(target, PAYLOAD, spec, stop_when=lambda windows: False)
+    assert seen == [2, 3]  # consulted once min_windows (2) are measured, after each window
+    assert stopped.stable and "stop rule was met" in stopped.stability_reason
+    assert len([w for w in stopped.windows if not w.partial]) <= 4
+    assert stopped.requests >= 120
+    assert not never.stable and "stop rule was not met in 6" in never.stability_reason
+    assert len(never.windows) == 6

@@ -196,3 +196,16 @@ def test_open_loop_stability_compares_answered_share_not_poisson_counts() -> Non
     assert _throughput(shed, spec) == 150
     closed = LoadSpec(mode="closed", concurrency=2)
     assert _throughput(low, closed) == 288
+
+
+def test_count_over_counts_ok_requests_above_the_target_in_every_window() -> None:
+    from pytest_tfserving.load.stats import count_over
+
+    first = WindowStats(0, stats_of([1000] * 90 + [30_000] * 10), new_histogram())
+    second = WindowStats(1, stats_of([5000] * 45 + [25_000] * 5, errors={"UNAVAILABLE": 7}),
+                         new_histogram())
+    assert count_over([first, second], 20.0) == (15, 150)  # errors are in neither count
+    assert count_over([first, second], 30.0) == (0, 150)  # 30 ms itself is not over
+    assert count_over([first, second], 29.9) == (10, 150)
+    assert count_over([first, second], 0.5) == (150, 150)
+    assert count_over([], 20.0) == (0, 0)

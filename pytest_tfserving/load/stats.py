@@ -193,6 +193,29 @@ def window_from_messages(index: int, messages: Iterable[Mapping[str, Any]]) -> W
                        partial, merge(services))
 
 
+def hist_count_over(hist: HdrHistogram, ms: float) -> int:
+    """Recorded latencies above ``ms`` (a value counts when its whole HDR bucket, 0.1 % wide,
+    lies above: one recorded within 0.1 % of ``ms`` does not count)."""
+    limit_us = math.floor(ms * 1000.0)
+    if limit_us < 0:
+        return int(hist.get_total_count())
+    if limit_us >= HIST_MAX_US:
+        return 0
+    first_over = hist.get_counts_array_index(limit_us) + 1  # indexes grow with the value
+    return int(sum(hist.counts[first_over:hist.counts_len]))
+
+
+def count_over(windows: Iterable[WindowStats], ms: float) -> tuple[int, int]:
+    """(OK requests slower than ``ms``, OK requests) over ``windows``: the counts a confidence
+    rule on "at most x % of requests over the target" needs. Failed requests are in neither
+    (they have no latency); read ``window.stats.errors`` for them."""
+    over = total = 0
+    for window in windows:
+        over += hist_count_over(window.stats.hist, ms)
+        total += window.stats.count
+    return over, total
+
+
 def combine(windows: Iterable[WindowStats]) -> LatencyStats:
     out = LatencyStats.empty()
     for window in windows:
