@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from server_helpers import ServerProcess, ctr_inputs, predict_request
 
-from pytest_tfserving.load.generator import LoadError, LoadSpec, run_load
+from pytest_tfserving.load.driver import run_load
+from pytest_tfserving.load.spec import LoadError, LoadSpec
 from pytest_tfserving.load.stats import WindowStats, count_over
 from pytest_tfserving.ports import free_port
 

@@ -19,7 +19,7 @@ from pytest_tfserving.batching import BatchingParameters
 from pytest_tfserving.errors import ConfigError
 from pytest_tfserving.gates.context import GateContext
 from pytest_tfserving.gates.result import GateResult
-from pytest_tfserving.load.generator import LoadResult
+from pytest_tfserving.load.result import LoadResult
 
 ALLOWED = {"p99_ms", "min_qps", "max_error_rate", "duration", "concurrency", "batching",
            "arrival", "warmup", "batch_size", "signature", "stability_pct", "require_stable",
@@ -131,7 +131,7 @@ def check(ctx: GateContext) -> GateResult:
                         progress=terminal_progress(ctx.config))
     payloads, source = runner.payloads(signature, batch_size or None)
 
-    from pytest_tfserving.load.generator import run_load
+    from pytest_tfserving.load.driver import run_load
 
     baseline: LoadResult | None = None
     baseline_info: dict[str, Any] = {}
@@ -321,7 +321,7 @@ def _side_by_side(r: LoadResult, base: LoadResult) -> list[dict[str, Any]]:
 def _run_baseline(ctx: GateContext, runner: Any, path: Path, spec: Any,
                   batching: BatchingParameters | None, signature: str | None,
                   batch_size: int | None) -> tuple[LoadResult, dict[str, Any]]:
-    from pytest_tfserving.load.generator import run_load
+    from pytest_tfserving.load.driver import run_load
     from pytest_tfserving.model import inspect_model
 
     model = inspect_model(path, ctx.model.name)

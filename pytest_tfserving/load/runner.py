@@ -15,8 +15,10 @@ import pytest
 
 from pytest_tfserving import options
 from pytest_tfserving.errors import ConfigError
-from pytest_tfserving.load.generator import LoadResult, LoadSpec, run_load
+from pytest_tfserving.load.driver import run_load
+from pytest_tfserving.load.result import LoadResult
 from pytest_tfserving.load.search import MaxQps, max_qps
+from pytest_tfserving.load.spec import LoadSpec
 
 if TYPE_CHECKING:
     from pytest_tfserving.model import ModelInfo

@@ -7,7 +7,7 @@ worker processes); ``LatencyStats`` is any merged histogram with its counts.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -170,27 +170,6 @@ class WindowStats:
         return {"window": self.index, "p99_ms": round(self.stats.p99_ms, 3),
                 "qps": round(self.stats.qps, 1), "errors": self.stats.error_count,
                 "send_lag_p99_ms": round(self.lag_p99_ms, 3), "partial": self.partial}
-
-
-def window_from_messages(index: int, messages: Iterable[Mapping[str, Any]]) -> WindowStats:
-    """Merge the per-worker messages of window ``index`` (see ``worker.py``)."""
-    hists, lags, services = [], [], []
-    sent = ok = 0
-    errors: dict[str, int] = {}
-    span = 0.0
-    partial = False
-    for message in messages:
-        hists.append(decode(str(message["hist"])))
-        lags.append(decode(str(message["lag"])))
-        services.append(decode(str(message.get("service", ""))))
-        sent += int(message["sent"])
-        ok += int(message["ok"])
-        for code, n in dict(message["errors"]).items():
-            errors[code] = errors.get(code, 0) + int(n)
-        span = max(span, float(message["span_s"]))  # workers share the window's time span
-        partial = partial or bool(message["partial"])
-    return WindowStats(index, LatencyStats(merge(hists), span, sent, ok, errors), merge(lags),
-                       partial, merge(services))
 
 
 def hist_count_over(hist: HdrHistogram, ms: float) -> int:
