@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from pytest_tfserving.gates.sla import _compare, _verdict
-from pytest_tfserving.load.generator import LoadResult, LoadSpec
+from pytest_tfserving.load.result import LoadResult
 from pytest_tfserving.load.server_metrics import ServerEvidence
+from pytest_tfserving.load.spec import LoadSpec
 from pytest_tfserving.load.stats import LatencyStats, new_histogram
 
 QUICK = ["--tfs-backend=bundled", "--tfs-sla-duration=1.5", "--tfs-sla-warmup=0.5",

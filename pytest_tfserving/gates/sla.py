@@ -24,8 +24,9 @@ from pytest_tfserving.load.load_options import LoadOptions
 from pytest_tfserving.option_spec import option
 
 if TYPE_CHECKING:
-    from pytest_tfserving.load.generator import LoadResult, LoadSpec
+    from pytest_tfserving.load.result import LoadResult
     from pytest_tfserving.load.runner import LoadRunner
+    from pytest_tfserving.load.spec import LoadSpec
     from pytest_tfserving.session import RunningServer
 
 ANSWERED_MIN_SHARE = 0.95
@@ -134,7 +135,7 @@ def measure(ctx: GateContext, params: SlaParams, load: LoadOptions, signature: s
             batching: BatchingParameters | None) -> SlaRun:
     """Serve (the marker's batching gets its own server), load the baseline then the
     candidate with the same spec, and plot when asked."""
-    from pytest_tfserving.load.generator import run_load
+    from pytest_tfserving.load.driver import run_load
     from pytest_tfserving.load.runner import LoadRunner
 
     spec = load.to_spec()
@@ -342,7 +343,7 @@ def _side_by_side(r: LoadResult, base: LoadResult) -> list[dict[str, Any]]:
 def _run_baseline(ctx: GateContext, runner: LoadRunner, path: Path, spec: LoadSpec,
                   batching: BatchingParameters | None, signature: str | None,
                   batch_size: int | None) -> tuple[LoadResult, dict[str, Any]]:
-    from pytest_tfserving.load.generator import run_load
+    from pytest_tfserving.load.driver import run_load
     from pytest_tfserving.model import inspect_model
 
     model = inspect_model(path, ctx.model.name)

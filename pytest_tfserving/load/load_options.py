@@ -13,7 +13,7 @@ from pytest_tfserving.core_options import require_signatures
 from pytest_tfserving.option_spec import option
 
 if TYPE_CHECKING:
-    from pytest_tfserving.load.generator import LoadSpec
+    from pytest_tfserving.load.spec import LoadSpec
     from pytest_tfserving.model import ModelInfo
 
 # The defaults suit the demo CTR model on a 2-core machine with the bundled server: 300 req/s
@@ -63,7 +63,7 @@ class LoadOptions:
 
     def to_spec(self, **changes: Any) -> LoadSpec:
         """The LoadSpec these options describe, with LoadSpec field changes on top."""
-        from pytest_tfserving.load.generator import LoadSpec
+        from pytest_tfserving.load.spec import LoadSpec
 
         spec = LoadSpec(
             rate=self.min_qps, mode="closed" if self.concurrency else "open",

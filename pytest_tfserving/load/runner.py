@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pytest_tfserving.errors import ConfigError
-from pytest_tfserving.load.generator import LoadResult, run_load
+from pytest_tfserving.load.driver import run_load
 from pytest_tfserving.load.load_options import LoadOptions
+from pytest_tfserving.load.result import LoadResult
 from pytest_tfserving.load.search import MaxQps, max_qps
 
 if TYPE_CHECKING:

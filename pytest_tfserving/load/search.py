@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_tfserving.errors import ConfigError
-from pytest_tfserving.load.generator import LoadResult
+from pytest_tfserving.load.result import LoadResult
 
 ANSWERED_MIN_SHARE = 0.95
 
