@@ -10,9 +10,8 @@
    ``--minutes``, one measurement window per minute (``--window-s``), after ``--warmup-s`` of
    unmeasured load. A sampler thread reads the resident memory (RSS) of the server process and
    of the load worker processes (summed) every ``--sample-s`` seconds.
-3. Reports errors, the p99 of each window, and RSS at the start (the first sample after the
-   warmup and the first window: see ``rss_figures``) and at the end (the last sample while the
-   workers run), with growth in %.
+3. Reports errors, the p99 of each window, and RSS at the end of each window: growth in % from
+   the end of the first window (after the warmup: see ``rss_figures``) to the end of the last.
 
 Exit code 1 when a bound is broken: any error, or RSS growth of the server or of the generator
 at or over ``--growth-limit-pct`` (5 %). Windows whose p99 is over the budget are listed, not
@@ -165,19 +164,21 @@ class Sampler:
 
     def __post_init__(self) -> None:
         self.t0 = time.monotonic()
-        self.first_workers_at: float | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            pids = worker_pids()
-            t = time.monotonic() - self.t0
-            if pids and self.first_workers_at is None:
-                self.first_workers_at = t
-            self.samples.append(Sample(t, rss_bytes(self.server_pid),
-                                       sum(rss_bytes(p) for p in pids), len(pids)))
+            self.take()
             self._stop.wait(self.every_s)
+
+    def take(self) -> Sample:
+        """One sample now (the sampler thread, and the soak at the end of each window)."""
+        pids = worker_pids()
+        sample = Sample(time.monotonic() - self.t0, rss_bytes(self.server_pid),
+                        sum(rss_bytes(p) for p in pids), len(pids))
+        self.samples.append(sample)
+        return sample
 
     def stop(self) -> None:
         self._stop.set()
@@ -200,29 +201,30 @@ def growth_pct(start: int, end: int) -> float:
     return (end - start) / start * 100.0 if start else float("inf")
 
 
-def rss_figures(sampler: Sampler, warmup_s: float, window_s: float) -> dict[str, Any]:
-    """RSS at start and end of the steady load, and the series (MiB) every sample.
+def rss_figures(sampler: Sampler, at_windows: list[Sample]) -> dict[str, Any]:
+    """RSS at start and end of the steady load, peak, and the series (MiB) at each window's end.
 
-    Start: the first sample once the warmup and the first window are over. The workers build a
-    window's histograms (~1 MiB) when it opens, so before the first window ends they have not yet
-    held two at once; from there on their size is steady, and growth means a leak. End: the last
-    sample while every worker still ran.
+    Start: the end of the first measured window (after the warmup). A worker builds a window's
+    histograms (~0.5 MiB) when it opens, so its size is steady only from the first window on;
+    from there, growth means a leak. End: the last window end while every worker still ran (the
+    last window is merged after they exit).
     """
-    full = max((s.n_workers for s in sampler.samples), default=0)
-    seen = sampler.first_workers_at or 0.0
-    running = [s for s in sampler.samples if s.n_workers == full and full]
-    after = [s for s in running if s.t >= seen + warmup_s + window_s + 1.0] or running
-    if not after:
-        return {"error": "no RSS sample while the load workers ran"}
-    start, end = after[0], after[-1]
+    full = max((s.n_workers for s in at_windows), default=0)
+    running = [s for s in at_windows if s.n_workers == full and full]
+    if len(running) < 2:
+        return {"error": f"RSS sampled at {len(running)} window ends with the workers running; "
+                         "need >= 2 (run at least 3 windows)"}
+    start, end = running[0], running[-1]
+    during = [s for s in sampler.samples if start.t <= s.t <= end.t] or [start, end]
     return {
-        "start_t_s": round(start.t, 1), "end_t_s": round(end.t, 1), "workers": full,
+        "start_t_s": round(start.t, 1), "end_t_s": round(end.t, 1), "workers": end.n_workers,
         "server_start_mib": _mib(start.server), "server_end_mib": _mib(end.server),
         "server_growth_pct": round(growth_pct(start.server, end.server), 2),
         "generator_start_mib": _mib(start.workers), "generator_end_mib": _mib(end.workers),
         "generator_growth_pct": round(growth_pct(start.workers, end.workers), 2),
-        "server_peak_mib": _mib(max(s.server for s in after)),
-        "series": [[round(s.t), _mib(s.server), _mib(s.workers)] for s in running],
+        "server_peak_mib": _mib(max(s.server for s in during)),
+        "generator_peak_mib": _mib(max(s.workers for s in during)),
+        "at_window_ends": [[round(s.t), _mib(s.server), _mib(s.workers)] for s in at_windows],
     }
 
 
@@ -238,9 +240,17 @@ def soak(server: Server, payloads: list[bytes], rate: float, args: argparse.Name
                     stability_pct=0, max_windows=max(1, math.ceil(minutes_s / window - 1e-9)),
                     timeout_s=5.0)
     sampler = Sampler(server.proc.pid, args.sample_s)
+    at_windows: list[Sample] = []
+
+    def progress(line: str) -> None:  # called as each window is merged
+        at_windows.append(sampler.take())
+        rss = at_windows[-1]
+        print(f"  {line}; RSS server {_mib(rss.server)} MiB, generator {_mib(rss.workers)} MiB",
+              flush=True)
+
     try:
         result = run_load(server.address, payloads, spec, model_name=server.name,
-                          progress=lambda line: print("  " + line, flush=True), label="soak")
+                          progress=progress, label="soak")
     finally:
         sampler.stop()
     return {
@@ -251,7 +261,7 @@ def soak(server: Server, payloads: list[bytes], rate: float, args: argparse.Name
         "window_s": window, "generator_behind": result.generator_behind,
         "generator_note": result.generator_note, "missed": result.missed,
         "server_alive": server.proc.poll() is None,
-        "rss": rss_figures(sampler, args.warmup_s, window),
+        "rss": rss_figures(sampler, at_windows),
     }
 
 
@@ -289,7 +299,8 @@ def print_report(report: dict[str, Any]) -> None:
         print(f"server RSS {rss['server_start_mib']} -> {rss['server_end_mib']} MiB "
               f"({rss['server_growth_pct']:+.2f} %), peak {rss['server_peak_mib']} MiB; "
               f"generator ({rss['workers']} workers) RSS {rss['generator_start_mib']} -> "
-              f"{rss['generator_end_mib']} MiB ({rss['generator_growth_pct']:+.2f} %)")
+              f"{rss['generator_end_mib']} MiB ({rss['generator_growth_pct']:+.2f} %), peak "
+              f"{rss['generator_peak_mib']} MiB")
     print("generator: " + (run["generator_note"] or "kept up"))
 
 
