@@ -12,6 +12,7 @@ and afterwards the same process answers a valid request and has not grown by hun
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import urllib.error
 import urllib.request
@@ -34,18 +35,34 @@ OK = grpc.StatusCode.OK
 RSS_GROWTH_LIMIT = 300 << 20  # bytes: a leak per request, or a huge-dims allocation, shows
 
 
+IMAGE_MODELS = ("img", "img_lite")  # image_cnn as a SavedModel, and converted to TFLite
+
+
+def _tflite_copy(image_cnn: Path, base: Path) -> Path:
+    """image_cnn's version 1 plus its TFLite conversion (served by LiteRT with
+    --prefer_tflite_model; the SavedModels beside it have no model.tflite and stay TF)."""
+    import tensorflow as tf
+
+    shutil.copytree(image_cnn / "1", base / "1")
+    model = tf.lite.TFLiteConverter.from_saved_model(str(image_cnn / "1")).convert()
+    (base / "1" / "model.tflite").write_bytes(model)
+    return base
+
+
 @pytest.fixture(scope="module")
 def server(ctr_direct: Path, models_dir: Path,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    config = tmp_path_factory.mktemp("malformed") / "models.config"
-    config.write_text(
-        "model_config_list {\n"
-        f"  config {{ name: 'ctr' base_path: '{ctr_direct}' model_platform: 'tensorflow' }}\n"
-        f"  config {{ name: 'img' base_path: '{models_dir / 'image_cnn'}' "
-        "model_platform: 'tensorflow' }\n}\n")
-    with ServerProcess(None, f"--model_config_file={config}", model_name="ctr") as srv:
-        srv.wait_available()
-        srv.wait_for("img AVAILABLE", lambda: srv.statuses("img").get(1, ("",))[0] == "AVAILABLE")
+    tmp = tmp_path_factory.mktemp("malformed")
+    bases = {"ctr": ctr_direct, "img": models_dir / "image_cnn",
+             "img_lite": _tflite_copy(models_dir / "image_cnn", tmp / "img_lite")}
+    (tmp / "models.config").write_text("model_config_list {\n" + "".join(
+        f"  config {{ name: '{name}' base_path: '{base}' model_platform: 'tensorflow' }}\n"
+        for name, base in bases.items()) + "}\n")
+    with ServerProcess(None, f"--model_config_file={tmp / 'models.config'}",
+                       "--prefer_tflite_model=true", model_name="ctr") as srv:
+        for name in bases:
+            srv.wait_for(f"{name} AVAILABLE",
+                         lambda n=name: srv.statuses(n).get(1, ("",))[0] == "AVAILABLE")
         yield srv
 
 
@@ -144,11 +161,11 @@ def image_cases(draw: st.DrawFn) -> Case:
                                   [3072], [1, 0, 32, 3]]))
     image = np.ones(shape, np.float32)
     codes = frozenset({INVALID, OK} if shape != [1, 32, 32, 3] else {OK})
-    request = predict_request("img", {"image": image})
+    request = predict_request(draw(st.sampled_from(IMAGE_MODELS)), {"image": image})
     if draw(st.booleans()) and image.size:  # FromProto ignores the content of an empty shape
         request.inputs["image"].tensor_content += b"\x00" * draw(st.integers(1, 5))
         codes = frozenset({INVALID})
-    return Case("image", request, codes)
+    return Case(request.model_spec.name, request, codes)
 
 
 def _summary(case: Case) -> str:
@@ -190,7 +207,7 @@ def test_malformed_predict_requests_get_tf_serving_codes(server: ServerProcess) 
     assert server.stub().Predict(valid, timeout=20).outputs["probability"].tensor_shape.dim
     growth = rss_bytes(server.proc.pid) - rss_before
     assert growth < RSS_GROWTH_LIMIT, f"server RSS grew {growth >> 20} MiB over the battery"
-    assert {"huge", "content_size", "missing", "dtype"} <= set(seen), seen
+    assert {"huge", "content_size", "missing", "dtype", *IMAGE_MODELS} <= set(seen), seen
     assert "Internal error in" not in server.log()  # the gRPC front end's catch-all
 
 
