@@ -264,3 +264,46 @@ def test_malformed_rest_predict_bodies_get_400_error_json(
                      json.dumps({"instances": [{"user_id": 1, "ad_id": 2, "category_id": 3,
                                                 "dense": [0.5] * 8}]}).encode())
     assert ok == 200 and len(good["predictions"]) == 1
+
+
+def _proto(dtype: int, shape: list[int], **fields: Any) -> Any:
+    from tensorflow.core.framework import tensor_pb2
+
+    proto = tensor_pb2.TensorProto(dtype=dtype, **fields)
+    _set_shape(proto, shape)
+    return proto
+
+
+def test_inputs_are_read_as_tensor_from_proto_reads_them() -> None:
+    """TF's FromProto (measured with tf.io.parse_tensor): short typed fields repeat their last
+    value, empty ones are zeros, long ones are cut; an empty shape ignores its content."""
+    from pytest_tfserving.bundled_server.tensor_parse import parse_input
+
+    np.testing.assert_array_equal(parse_input("x", _proto(DT_FLOAT, [2, 3], float_val=[1, 2])),
+                                  [[1, 2, 2], [2, 2, 2]])
+    np.testing.assert_array_equal(parse_input("x", _proto(DT_INT64, [3])), [0, 0, 0])
+    np.testing.assert_array_equal(parse_input("x", _proto(DT_FLOAT, [1], float_val=[4, 5])), [4])
+    assert list(parse_input("s", _proto(DT_STRING, [3], string_val=[b"a"]))) == [b"a"] * 3
+    assert list(parse_input("s", _proto(DT_STRING, [2]))) == [b"", b""]
+    assert parse_input("x", _proto(DT_FLOAT, [0, 4], tensor_content=b"\x00" * 5)).shape == (0, 4)
+
+
+@pytest.mark.parametrize(("shape", "fields", "words"), [
+    ([2**40, 1], {"float_val": [1.0]}, "over the 1073741824-byte limit"),
+    ([2**40, 2**40], {}, "more than 2**63-1 elements"),
+    ([-3, 2], {}, "negative dimension"),
+    ([2], {"tensor_content": b"\x00" * 5}, "tensor_content has 5 bytes"),
+    ([1] * 255, {}, "255 dimensions"),
+])
+def test_unreadable_inputs_are_refused_without_allocating(
+        shape: list[int], fields: dict[str, Any], words: str) -> None:
+    from pytest_tfserving.bundled_server.status import ServingError
+    from pytest_tfserving.bundled_server.tensor_parse import parse_input
+
+    started = time.monotonic()
+    with pytest.raises(ServingError) as info:
+        parse_input("dense", _proto(DT_FLOAT, shape, **fields))
+    assert info.value.code == INVALID
+    assert info.value.message.startswith("tensor parsing error: dense (input 'dense': ")
+    assert words in info.value.message
+    assert time.monotonic() - started < 1.0
