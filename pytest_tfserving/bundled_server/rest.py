@@ -50,7 +50,7 @@ def _to_array(info: TensorInfo, value: Any) -> np.ndarray[Any, Any]:
         return arr
     try:
         return np.asarray(value, dtype=info.numpy_dtype)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:  # Overflow: 10**40 for an int64
         raise invalid(f"input '{info.key}': cannot convert JSON value to "
                       f"{info.numpy_dtype}: {exc}") from None
 
@@ -183,7 +183,7 @@ class RestApi:
             raise invalid("JSON Parse error: The document is empty")
         try:
             data = json.loads(body)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: arrays nested too deep
             raise invalid(f"JSON Parse error: {exc}") from None
         if verb in ("classify", "regress"):
             return answer_examples(self.core, verb, spec, data, self.timeout_s)

@@ -255,6 +255,11 @@ class Worker:
             if self.w_cur is win:
                 self.w_cur, self.w_end = None, float("-inf")
             self.emitted = k
+            del win
+            # an hdrh histogram and its encoder reference each other: a window's three (~0.5 MiB)
+            # stay until the cyclic GC runs, which this loop, allocating little, seldom starts
+            # (soak: +0.5 MiB per window, +10 % in 2 min). Older objects are frozen: ~0.2 ms.
+            gc.collect()
 
     def done(self) -> None:
         if not self.abort.is_set():
