@@ -245,14 +245,23 @@ def _overall(results: Sequence[CriterionResult]) -> Overall:
     return "FAIL" if "FAIL" in verdicts else "INCONCLUSIVE" if "UNDECIDED" in verdicts else "PASS"
 
 
-def _stability(windows: Sequence[WindowStats], limits: SlaLimits) -> stability.Verdict:
+def _stability(windows: Sequence[WindowStats], limits: SlaLimits) -> tuple[stability.Verdict, int]:
+    """The stability rule's verdict, and where the stretch of windows that agree with the last
+    ones begins (stable: the longest such stretch, so an earlier regime is not pooled in)."""
     if limits.stability_pct <= 0:
-        return stability.Verdict(True, 0, 0.0, "stability rule off")
+        return stability.Verdict(True, 0, 0.0, "stability rule off"), 0
     # open loop: the share answered (Poisson arrivals make the sent count itself vary)
     qps = [(w.stats.ok / w.stats.sent if w.stats.sent else 0.0) if limits.mode == "open"
            else w.stats.qps for w in windows]
-    return stability.check([w.stats.p99_ms for w in windows], qps, limits.stability_pct,
-                           usable=[w.stats.ok > 0 for w in windows])
+    p99 = [w.stats.p99_ms for w in windows]
+    usable = [w.stats.ok > 0 for w in windows]
+    verdict = stability.check(p99, qps, limits.stability_pct, usable=usable)
+    first = verdict.first
+    while verdict.stable and first > 0 and usable[first - 1] and max(
+            stability.spread_pct(p99[first - 1:]),
+            stability.spread_pct(qps[first - 1:])) <= limits.stability_pct:
+        first -= 1
+    return verdict, max(first, 0)
 
 
 _RANK = {"FAIL": 0, "INCONCLUSIVE": 1, "PASS": 2}
@@ -260,11 +269,15 @@ _RANK = {"FAIL": 0, "INCONCLUSIVE": 1, "PASS": 2}
 
 def judge(windows: Sequence[WindowStats], limits: SlaLimits) -> SlaJudgement:
     """The SLA verdict on a run's windows (partial windows are left out when complete ones
-    exist). Unstable: the worse of the verdict on all windows and on the last ones alone."""
+    exist). Stable: judged on the windows that agree with the last ones. Unstable: the worse of
+    the verdicts on all windows and on the last ``stability.DEFAULT_COUNT`` alone."""
     used = judged_windows(windows)
-    pooled = criteria(used, limits)
+    steady, first = _stability(used, limits)
+    pooled = criteria(used[first:] if steady.stable else used, limits)
     verdict, shown, note = _overall(pooled), pooled, ""
-    steady = _stability(used, limits)
+    if steady.stable and first:
+        note = (f"judged on the last {len(used) - first} windows, which agree; the first "
+                f"{first} differ from them")
     if not steady.stable:
         tail = criteria(used[-stability.DEFAULT_COUNT:], limits)
         tail_verdict = _overall(tail)
