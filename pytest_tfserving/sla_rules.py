@@ -12,9 +12,13 @@ The p-th percentile within ``T`` ms means at most ``1 - p/100`` of the answered 
 the error rate is errors over finished requests (a limit of 0 is judged on the count: any error
 fails); open loop, the share answered is judged against ``ANSWERED_MIN_SHARE`` of the requests sent;
 closed loop, the achieved req/s against the required one by a one-sided Student t bound over the
-windows' throughputs. Stability rule (perf_analyzer's, ``load/stability.py``): a run whose last
-windows do not agree is judged twice, on all its windows and on its last ``stability.DEFAULT_COUNT``
-alone, and gets the worse verdict, with a note saying so: an unstable run never passes silently.
+windows' throughputs. The load's stability rule (perf_analyzer's, ``load/stability.py``) decides
+which windows count: a stable run is judged on the windows that agree with its last ones (an
+earlier regime is not pooled in, and the message says so); an unstable run is judged twice, on
+all its windows and on its last ``stability.DEFAULT_COUNT`` alone, and gets the worse verdict,
+with a note saying so: an unstable run never passes silently. The overall verdict is FAIL when a
+criterion fails, else INCONCLUSIVE when one is undecided (with the requests and seconds more that
+would decide it at the measured shares and rate), else PASS.
 """
 
 from __future__ import annotations
@@ -111,6 +115,7 @@ class SlaJudgement:
     note: str  # what instability did to the verdict ("" when stable)
     need_requests: int | None  # INCONCLUSIVE: about this many more requests; else 0
     need_s: float | None
+    requests: int = 0  # requests sent in the judged windows
 
     @property
     def decided(self) -> bool:
@@ -123,6 +128,8 @@ class SlaJudgement:
     def need_text(self) -> str:
         if self.verdict != "INCONCLUSIVE":
             return ""
+        if not self.requests:
+            return "no request was measured"
         if self.need_requests is None or self.need_s is None:
             return ("measuring longer at these figures would not decide it (a measured share "
                     "sits at its limit)")
@@ -142,6 +149,7 @@ class SlaJudgement:
                 "stability": self.stability_reason, "note": self.note,
                 "need_requests": self.need_requests,
                 "need_s": None if self.need_s is None else round(self.need_s, 1),
+                "requests": self.requests,
                 "criteria": [{"name": c.name, "verdict": c.verdict, "line": c.line,
                               **c.figures} for c in self.criteria]}
 
@@ -298,7 +306,7 @@ def judge(windows: Sequence[WindowStats], limits: SlaLimits) -> SlaJudgement:
         need_requests = (math.ceil(need_s * sent_rate) if need_s is not None and sent_rate
                          else None)
     return SlaJudgement(verdict, shown, limits.confidence, steady.stable, steady.reason, note,
-                        need_requests, need_s)
+                        need_requests, need_s, sum(w.stats.sent for w in used))
 
 
 def stop_when(limits: SlaLimits) -> Callable[[Sequence[WindowStats]], bool]:

@@ -179,6 +179,15 @@ def test_inconclusive_says_how_much_more_to_measure() -> None:
     assert "need about 179 more requests (~2 s at this rate)" in short.message()
 
 
+def test_no_windows_or_a_share_at_the_limit_cannot_be_decided_by_waiting() -> None:
+    limits = SlaLimits(latency_ms=25, max_error_rate=0.01)
+    empty = judge([], limits)
+    assert empty.verdict == "INCONCLUSIVE" and empty.need_text() == "no request was measured"
+    at_limit = judge([window(i, 990, slow=10) for i in range(3)], limits)  # exactly 1 % over
+    assert at_limit.verdict == "INCONCLUSIVE" and at_limit.need_requests is None
+    assert "would not decide it" in at_limit.message()
+
+
 def test_partial_windows_are_left_out() -> None:
     limits = SlaLimits(latency_ms=25)
     result = judge([window(i, 3000) for i in range(3)] + [window(3, 10, slow=10, partial=True)],
