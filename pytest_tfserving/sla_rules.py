@@ -310,15 +310,13 @@ def judge(windows: Sequence[WindowStats], limits: SlaLimits) -> SlaJudgement:
 
 
 def stop_when(limits: SlaLimits) -> Callable[[Sequence[WindowStats]], bool]:
-    """A stop rule for the load generator: True once the verdict on the windows so far is decided
-    (a PASS only once the stability rule has its ``DEFAULT_COUNT`` complete windows to look at)."""
+    """A stop rule for the load generator: True once the verdict on the windows so far is decided:
+    a FAIL at once, a PASS only on a stable run (while the windows disagree, a PASS may be luck,
+    so the load goes on to its maximum duration and the final verdict takes the worse)."""
 
     def decided(windows: Sequence[WindowStats]) -> bool:
-        verdict = judge(windows, limits).verdict
-        if verdict == "FAIL":
-            return True
-        full = [w for w in windows if not w.partial]
-        return verdict == "PASS" and len(full) >= stability.DEFAULT_COUNT
+        judgement = judge(windows, limits)
+        return judgement.verdict == "FAIL" or (judgement.verdict == "PASS" and judgement.stable)
 
     return decided
 

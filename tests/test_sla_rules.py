@@ -229,6 +229,8 @@ def test_stop_rule_stops_once_decided() -> None:
     assert not rule([window(0, 50)])  # undecided
     assert not rule([window(0, 3000)])  # decided PASS, but one window: stability unseen
     assert rule([window(i, 3000) for i in range(3)])
+    # passing, but the windows disagree: a PASS may be luck, measuring goes on
+    assert not rule([window(i, 3000, fast_us=1000 + 2000 * (i % 2)) for i in range(3)])
     assert rule([window(0, 900, slow=100)])  # FAIL stops at once
 
 
