@@ -39,8 +39,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from pytest_tfserving.load.generator import LoadResult, LoadSpec, run_load  # noqa: E402
+from pytest_tfserving.load.driver import run_load  # noqa: E402
+from pytest_tfserving.load.result import LoadResult  # noqa: E402
 from pytest_tfserving.load.search import MaxQps, max_qps  # noqa: E402
+from pytest_tfserving.load.spec import LoadSpec  # noqa: E402
 
 WORKER_MODULE = "pytest_tfserving.load.worker"
 

@@ -144,10 +144,12 @@ def test_max_qps_search_brackets_the_knee() -> None:
     rates: list[float] = []
 
     def measured(rate: float) -> LoadResult:
-        # latency measured from a server model whose p99 crosses 20 ms at the knee
+        # latency measured from a server model whose p99 crosses 20 ms at the knee; 3060
+        # requests: enough for the confidence rules to decide (a 0.1 % error limit needs 2995
+        # error-free requests at 95 %)
         rates.append(rate)
         p99_us = int(5000 if rate <= knee else 50_000)
-        stats = stats_of([1000] * 99 + [p99_us] * 2, span_s=101 / rate)
+        stats = stats_of([1000] * 3000 + [p99_us] * 60, span_s=3060 / rate)
         return LoadResult(LoadSpec(rate=rate), "t", stats, [], True, "", False, "",
                           ServerEvidence(False))
 
@@ -156,6 +158,7 @@ def test_max_qps_search_brackets_the_knee() -> None:
     assert rates[:5] == [100, 200, 400, 800, 1600]  # doubling, then bisection
     assert found.headroom(800) == pytest.approx(found.rate / 800)
     assert all(t.passed == (t.rate <= knee) for t in found.trials)
+    assert {t.verdict for t in found.trials} == {"PASS", "FAIL"}
     with pytest.raises(ConfigError, match=r"need 0 < lo < hi"):
         max_qps(measured, p99_ms=20, lo=10, hi=5)
 
