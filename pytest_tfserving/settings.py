@@ -19,7 +19,10 @@ if TYPE_CHECKING:
 # The playbook's starting point when the user gives no batching parameters of their own.
 PLAYBOOK_BATCHING = BatchingParameters(max_batch_size=32, batch_timeout_micros=1000,
                                        max_enqueued_batches=100, num_batch_threads=0)
-_BATCHING_FIELDS = tuple(f.name for f in fields(BatchingParameters))
+# Large-batch splitting has no per-field option (set it in --tfs-batching-file).
+_BATCHING_FIELDS = tuple(f.name for f in fields(BatchingParameters)
+                         if f.name not in ("enable_large_batch_splitting",
+                                           "max_execution_batch_size"))
 
 
 @dataclass(frozen=True)
