@@ -26,6 +26,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     for gate in GATES:
         if settings.gates != "all" and gate.name not in settings.gates:
             continue
+        if settings.gates == "all" and not gate.default_on:  # e.g. tune: only when asked
+            continue
         for image in images if gate.needs_server else ("",):
             cases.append((gate.name, image))
             ids.append(f"{gate.name}@{image}" if image else gate.name)

@@ -21,6 +21,7 @@ class GateSpec:
     marker: str | None  # the tfs_* marker that runs this gate on a user's test
     description: str
     needs_server: bool
+    default_on: bool = True  # False: in the suite only when asked (--tfs-gates=NAME, its flag)
 
     def load(self) -> GateFunction:
         module_name, _, function = self.implementation.partition(":")
@@ -45,6 +46,9 @@ GATES: tuple[GateSpec, ...] = (
     GateSpec("sla", "pytest_tfserving.gates.sla:check", "tfs_sla",
              "open-loop P99 and QPS under dynamic batching, with server-side batch evidence",
              True),
+    GateSpec("tune", "pytest_tfserving.gates.tune:check", "tfs_tune",
+             "search batching and thread-pool configs for the highest QPS within the p99 "
+             "budget; the shipped config within max gap of the best", True, default_on=False),
 )
 
 

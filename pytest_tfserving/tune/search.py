@@ -194,12 +194,15 @@ class _Search:
                 self.out.stop_reason = "converged: a full pass changed no dimension"
                 return
 
-    def confirm(self, leaders: list[Candidate]) -> list[Tried]:
+    def confirm(self, leaders: list[Candidate], must: set[Candidate]) -> list[Tried]:
+        """Full-length runs of the leaders; those in ``must`` (the top leader, the shipped
+        config) run even when the estimate says the budget is spent."""
         confirmed: list[Tried] = []
         for cand in leaders:
-            if self.left() < self._cost["confirm"] and confirmed:
-                self.out.stop_reason += "; budget: not every leader could be confirmed"
-                break
+            if self.left() < self._cost["confirm"] and cand not in must:
+                if "not every leader" not in self.out.stop_reason:
+                    self.out.stop_reason += "; budget: not every leader could be confirmed"
+                continue
             screened = self.seen.get(cand)
             hint = screened.result.qps if screened is not None else 0.0
             confirmed.append(self.run(cand, Stage("confirm", self.plan.confirm_s, hint)))
@@ -219,15 +222,16 @@ def search(space: SearchSpace, trial: Trial, plan: Plan, *, cores: int,
     s = _Search(space, trial, plan, progress)
     slots = plan.leaders + (1 if current is not None else 0)
     reserve = slots * plan.est_confirm_cost_s
-    if plan.budget_s < plan.est_screen_cost_s + reserve:  # keep one confirmation at least
-        reserve = plan.est_confirm_cost_s
+    if plan.budget_s < plan.est_screen_cost_s + reserve:  # keep the must-confirm ones at least
+        reserve = plan.est_confirm_cost_s * (2 if current is not None else 1)
     start = space.guidance(cores)
     s.descend(start, reserve)
     screened = [t for t in rank(list(s.seen.values()), plan.tie) if t.result.usable]
     leaders = [t.candidate for t in screened[:plan.leaders]]
     if current is not None and current not in leaders:  # right after the top leader
         leaders.insert(min(1, len(leaders)), current)
-    confirmed = s.confirm(leaders)
+    must = set(leaders[:1]) | ({current} if current is not None else set())
+    confirmed = s.confirm(leaders, must)
     usable = [t for t in rank(confirmed, plan.tie) if t.result.usable]
     out = s.out
     out.recommended = usable[0] if usable else None
