@@ -29,6 +29,8 @@ MARKERS = {
                   "signatures=[...]): warmup file valid, replayed, first request warm",
     "tfs_sla": "tfs_sla(p99_ms=, min_qps=, max_error_rate=, duration=, concurrency=, "
                "batching={...}): P99/QPS SLA under load",
+    "tfs_tune": "tfs_tune(budget_s=, max_gap=, p99_ms=, sla_qps=, out=): the shipped batching "
+                "config within max_gap of the best one found",
 }
 
 
@@ -156,6 +158,16 @@ def tfs_load(request: pytest.FixtureRequest, tfs_server: Any, tfs_requests: Any)
 
     return LoadRunner(request.config, _require_model(request).model(), tfs_server, tfs_requests,
                       progress=terminal_progress(request.config))
+
+
+@pytest.fixture
+def tfs_tune(request: pytest.FixtureRequest, tfs_requests: Any) -> Any:
+    """Config searches: ``outcome = tfs_tune(space=SearchSpace(max_batch_size=(16, 32)),
+    p99_ms=20, budget_s=120)`` serves each candidate for real (its own server, stopped after)
+    and returns every trial, ``.recommended``, ``.current``, ``.off`` and ``.gap()``."""
+    from pytest_tfserving.tune.fixture import TuneFixture
+
+    return TuneFixture(_require_model(request), request.config, tfs_requests)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
