@@ -35,12 +35,15 @@ def settings_for(ctx: GateContext) -> TuneSettings:
         except KeyError:  # an option this build does not declare: the default stands
             continue
         if value is not None:
-            values[key] = Path(value) if key in ("out", "plot_dir") else value
+            values[key] = value
     batch = ctx.option("sla_batch_size")
     if batch:
         values["batch_size"] = int(batch)
     ctx.check_overrides(ALLOWED)
     values.update(ctx.overrides)
+    for key in ("out", "plot_dir"):
+        if values.get(key) is not None:
+            values[key] = Path(values[key])
     try:
         settings = replace(TuneSettings(), **values)
         settings.plan()
