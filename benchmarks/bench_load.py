@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from pytest_tfserving.batching import BatchingParameters  # noqa: E402
+from pytest_tfserving.batching_options import PLAYBOOK_BATCHING  # noqa: E402
 from pytest_tfserving.deadline import Deadline  # noqa: E402
 from pytest_tfserving.launchers.base import ServeConfig  # noqa: E402
 from pytest_tfserving.load.generator import (  # noqa: E402
@@ -52,7 +53,6 @@ from pytest_tfserving.load.generator import (  # noqa: E402
     run_load,
 )
 from pytest_tfserving.model import inspect_model  # noqa: E402
-from pytest_tfserving.settings import PLAYBOOK_BATCHING  # noqa: E402
 
 MODELS = ROOT / "fixtures" / "models"
 PREDICT_PATH = "/tensorflow.serving.PredictionService/Predict"

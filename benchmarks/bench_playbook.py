@@ -53,11 +53,11 @@ import numpy as np  # noqa: E402
 from bench_load import bundled  # noqa: E402  (same folder: run as a script)
 
 from pytest_tfserving.batching import BatchingParameters  # noqa: E402
+from pytest_tfserving.batching_options import PLAYBOOK_BATCHING  # noqa: E402
 from pytest_tfserving.load.generator import LoadResult, LoadSpec, run_load  # noqa: E402
 from pytest_tfserving.load.payloads import predict_bytes  # noqa: E402
 from pytest_tfserving.load.search import max_qps  # noqa: E402
 from pytest_tfserving.model import inspect_model  # noqa: E402
-from pytest_tfserving.settings import PLAYBOOK_BATCHING  # noqa: E402
 
 MODELS = ROOT / "fixtures" / "models"
 SIGNATURE = "serving_default"

@@ -19,14 +19,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
     session = get_session(metafunc.config)
     settings = session.settings
-    several = len(settings.serving.images) > 1 and session.backend() == "docker"
-    images = settings.serving.images if several else ("",)
+    several = len(settings.backend.images) > 1 and session.backend() == "docker"
+    images = settings.backend.images if several else ("",)
+    chosen = settings.core.gates
     cases: list[tuple[str, str]] = []
     ids: list[str] = []
     for gate in GATES:
-        if settings.gates != "all" and gate.name not in settings.gates:
-            continue
-        if settings.gates == "all" and not gate.default_on:  # e.g. tune: only when asked
+        if (chosen == "all" and not gate.in_default_suite and not gate.switched_on(settings)) \
+                or (chosen != "all" and gate.name not in chosen):
             continue
         for image in images if gate.needs_server else ("",):
             cases.append((gate.name, image))
@@ -37,5 +37,5 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def test_gate(gate_name: str, image: str, request: pytest.FixtureRequest) -> None:
     from pytest_tfserving.gates.runner import run_gate
 
-    run_gate(gate_name, request, overrides={}, origin="default suite", target=image,
+    run_gate(gate_name, request, keywords={}, origin="default suite", target=image,
              image=image)

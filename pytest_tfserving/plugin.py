@@ -13,52 +13,73 @@ import pytest
 
 from pytest_tfserving import options
 from pytest_tfserving.session import SESSION_KEY, TFSSession, get_session
-from pytest_tfserving.settings import resolve_settings
+from pytest_tfserving.settings import check_against_model, declared_classes, resolve_settings
 
-MARKERS = {
-    "tfs_serving": "tfs_serving(rtol=, atol=, signatures=): the served model answers and "
-                   "matches an in-process call",
-    "tfs_no_string_ops": "tfs_no_string_ops(allow=['OpType=reason', 'glob:node/*=reason'], "
-                         "signatures=[...], max_string_time_share=0.05, string_time='auto'): "
-                         "no string ops on the serving path",
-    "tfs_direct_inputs": "tfs_direct_inputs(allow=['signature/input=reason'], signatures=[...]): "
-                         "serving inputs are direct tensors, not serialized tf.Example",
-    "tfs_int8_delta": "tfs_int8_delta(metric=, max_delta=, max_rel_delta=): INT8 post-training "
-                      "quantization keeps accuracy within bounds",
-    "tfs_warmup": "tfs_warmup(max_cold_ratio=, steady_requests=, compare_without_warmup=, "
-                  "signatures=[...]): warmup file valid, replayed, first request warm",
-    "tfs_sla": "tfs_sla(p99_ms=, min_qps=, max_error_rate=, duration=, concurrency=, "
-               "batching={...}): P99/QPS SLA under load",
-    "tfs_tune": "tfs_tune(budget_s=, max_gap=, p99_ms=, sla_qps=, out=): the shipped batching "
-                "config within max_gap of the best one found",
-}
+
+def marker_lines() -> dict[str, str]:
+    """Each gate marker with the keywords its settings classes declare (one source)."""
+    from pytest_tfserving.gates.registry import GATES
+    from pytest_tfserving.option_spec import marker_keywords
+
+    lines: dict[str, str] = {}
+    for gate in GATES:
+        if gate.marker is None:
+            continue
+        keywords = sorted({k for cls in gate.param_classes() for k in marker_keywords(cls)})
+        lines[gate.marker] = (f"{gate.marker}({', '.join(k + '=' for k in keywords)}): "
+                              f"gate {gate.name}: {gate.description}")
+    return lines
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    options.add_options(parser)
+    options.add_options(parser, declared_classes())
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    for name, text in MARKERS.items():
+    for name, text in marker_lines().items():
         config.addinivalue_line("markers", f"{name}: {text}")
-    config.stash[SESSION_KEY] = TFSSession(settings=resolve_settings(config), config=config)
+    settings = resolve_settings(config)
+    session = TFSSession(settings=settings)
+    config.stash[SESSION_KEY] = session
+    if settings.active and not hasattr(config, "workerinput"):
+        check_model_options(session)
+
+
+def check_model_options(session: TFSSession) -> None:
+    """Options that name parts of the model are checked before any gate or server starts. A
+    model that cannot be read at all is left to the gates (each says why, in the report)."""
+    from pytest_tfserving.errors import ModelError
+
+    core = session.settings.core
+    if session.settings.deployment is None and core.model is not None and \
+            not core.model.exists():
+        raise options.usage_error(
+            f"--tfs-model={core.model}: no such file or directory; give a SavedModel version "
+            "dir or a TF Serving base dir (numeric version subdirs)",
+            [session.settings.source("model")])
+    try:
+        model = session.model()
+    except ModelError:
+        return
+    check_against_model(session.settings, model)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     settings = get_session(config).settings
     if not settings.active:
         return []
+    core = settings.core
     batching = (f"batching {settings.batching.as_dict()} from {settings.batching_source}"
                 if settings.batching else f"batching off ({settings.batching_source})")
     deployment = settings.deployment
     if deployment is None:
-        what = f"model {settings.model}"
+        what = f"model {core.model}"
     else:
-        slot = (f"candidate {settings.model} in its slot" if deployment.candidate is not None
+        slot = (f"candidate {core.model} in its slot" if deployment.candidate is not None
                 else f"version {deployment.version} from {deployment.slot_base}")
         what = (f"model config {deployment.config_file}, model {deployment.gated} under gate "
                 f"({slot}; {len(deployment.models)} model(s) served)")
-    return [f"tfserving: {what}; backend {settings.backend}; {batching}"]
+    return [f"tfserving: {what}; backend {core.backend}; {batching}"]
 
 
 class GateSuiteModule(pytest.Module):
@@ -74,13 +95,42 @@ class GateSuiteModule(pytest.Module):
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
                                   items: list[pytest.Item]) -> None:
     settings = get_session(config).settings
-    if not settings.active or not settings.gates:
+    if not settings.active or not settings.core.gates:
         return
     from pytest_tfserving import gate_suite
 
     module = GateSuiteModule.from_parent(session, path=Path(gate_suite.__file__),
                                          nodeid="tfs-gates")
     items[:0] = list(session.genitems(module))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Remember which gates this run selected: a selected gate that never reports a verdict
+    fails the release (see ``pytest_sessionfinish``)."""
+    from pytest_tfserving.gates.registry import gate_by_marker
+
+    state = get_session(session.config)
+    for item in session.items:
+        entries: list[tuple[str, str]] = []
+        callspec = getattr(item, "callspec", None)
+        if item.nodeid.startswith("tfs-gates") and callspec is not None:
+            entries.append((callspec.params["gate_name"], callspec.params["image"]))
+        for marker in item.iter_markers():
+            gate = gate_by_marker(marker.name)
+            if gate is not None:
+                entries.append((gate.name, item.nodeid))
+        if entries:
+            state.expected[item.nodeid] = entries
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A test skipped before its body ran (a skip marker, a skipping fixture) takes its gates
+    with it: they were not selected after all."""
+    report = yield
+    if report.when == "setup" and report.skipped:
+        get_session(item.config).expected.pop(item.nodeid, None)
+    return report
 
 
 @pytest.hookimpl(wrapper=True)
@@ -102,7 +152,7 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
         if marker.args:
             pytest.fail(f"@pytest.mark.{marker.name} takes keyword arguments only, got "
                         f"positional {marker.args!r}", pytrace=False)
-        run_gate(gate.name, request, overrides=dict(marker.kwargs),
+        run_gate(gate.name, request, keywords=dict(marker.kwargs),
                  origin=f"marker {marker.name} on {item.nodeid}", target=item.nodeid)
     return result
 
@@ -139,7 +189,7 @@ def tfs_eval_data(request: pytest.FixtureRequest) -> Any:
     Override it in conftest.py to return a dict of arrays (inputs + labels) or an EvalData."""
     from pytest_tfserving.int8.eval_data import default_eval_data
 
-    return default_eval_data(request.config)
+    return default_eval_data(get_session(request.config).settings.int8)
 
 
 @pytest.fixture
@@ -154,9 +204,11 @@ def tfs_load(request: pytest.FixtureRequest, tfs_server: Any, tfs_requests: Any)
     """Runs load against ``tfs_server``: ``result = tfs_load(rate=500, duration=10)``;
     ``result.p99_ms``, ``.qps``, ``.percentile(99.9)``, ``.errors``, ``.batch_sizes``,
     ``result.assert_p99_below(20)``; ``tfs_load.max_qps(p99_ms=20)`` searches the rate."""
-    from pytest_tfserving.load.runner import LoadRunner, terminal_progress
+    from pytest_tfserving.load.runner import LoadRunner
+    from pytest_tfserving.terminal import terminal_progress
 
-    return LoadRunner(request.config, _require_model(request).model(), tfs_server, tfs_requests,
+    session = _require_model(request)
+    return LoadRunner(session.settings.load, session.model(), tfs_server, tfs_requests,
                       progress=terminal_progress(request.config))
 
 
@@ -178,12 +230,28 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             workeroutput["tfs_results"] = [r.as_dict() for r in state.results]
             workeroutput["tfs_started"] = state.started
             workeroutput["tfs_backend"] = [state.backend_kind, state.backend_reason]
-        elif state.settings.report is not None and (state.results or state.settings.active):
+            workeroutput["tfs_expected"] = state.expected
+            return
+        record_gates_not_run(state)
+        report = state.settings.core.report
+        if report is not None and (state.results or state.settings.active):
             from pytest_tfserving.report import write_json
 
-            write_json(state.settings.report, _report(state))
+            write_json(report, _report(state))
     finally:
-        state.stop_servers()
+        state.close()
+
+
+def record_gates_not_run(state: TFSSession) -> None:
+    """Every selected gate without a verdict gets one: FAIL, not run."""
+    from pytest_tfserving.gates.runner import not_run
+
+    done = {(r.name, r.target) for r in state.results}
+    for entries in state.expected.values():
+        for name, target in entries:
+            if (name, target) not in done:
+                state.record(not_run(name, target))
+                done.add((name, target))
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -198,6 +266,8 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
     state = get_session(node.config)
     state.results.extend(GateResult.from_dict(r) for r in output["tfs_results"])
     state.started.extend(output.get("tfs_started", []))
+    for nodeid, entries in (output.get("tfs_expected") or {}).items():
+        state.expected[nodeid] = [tuple(entry) for entry in entries]
     kind, reason = output.get("tfs_backend", [None, ""])
     if kind and state.backend_kind is None:
         state.backend_kind, state.backend_reason = kind, reason
@@ -212,11 +282,12 @@ def _report(state: TFSSession) -> dict[str, Any]:
             model = state.model_description()
         except Exception as exc:  # an unreadable model is reported by the gates themselves
             deployment = state.settings.deployment
-            model = {"path": str(deployment.version_dir if deployment else state.settings.model),
+            model = {"path": str(deployment.version_dir if deployment
+                                 else state.settings.core.model),
                      "error": str(exc)}
             if deployment is not None:
                 model.update(name=deployment.gated, model_config=str(deployment.config_file))
-    settings = {"backend": state.settings.backend,
+    settings = {"backend": state.settings.core.backend,
                 "batching": state.settings.batching.as_dict() if state.settings.batching else None,
                 "batching_source": state.settings.batching_source}
     return build_report(state.results, model, state.backend_description(), settings)
@@ -239,5 +310,5 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     for result in state.results:
         for plot in result.details.get("plots", []) or []:
             terminalreporter.line(f"plot ({result.name}): {plot}")
-    if state.settings.report is not None:
-        terminalreporter.line(f"JSON report: {state.settings.report}")
+    if state.settings.core.report is not None:
+        terminalreporter.line(f"JSON report: {state.settings.core.report}")

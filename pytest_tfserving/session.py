@@ -15,12 +15,14 @@ import pytest
 from pytest_tfserving.deadline import Deadline
 from pytest_tfserving.errors import ConfigError
 from pytest_tfserving.gates.result import GateResult
-from pytest_tfserving.settings import Settings
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from pytest_tfserving.client import TFServingClient
     from pytest_tfserving.launchers.base import Endpoint, Launcher, ServeConfig
     from pytest_tfserving.model import ModelInfo
+    from pytest_tfserving.settings import Settings
 
 
 @dataclass
@@ -75,7 +77,6 @@ class RunningServer:
 @dataclass
 class TFSSession:
     settings: Settings
-    config: pytest.Config | None = None  # for options that feature modules resolve lazily
     results: list[GateResult] = field(default_factory=list)
     backend_kind: str | None = None
     backend_reason: str = ""
@@ -85,6 +86,10 @@ class TFSSession:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     cache: dict[str, Any] = field(default_factory=dict)  # analyses shared between gates
     started: list[dict[str, Any]] = field(default_factory=list)  # what ran, for the report
+    _cleanups: list[Callable[[], None]] = field(default_factory=list)
+    # test node id -> the (gate, target) pairs it runs: selected gates, to find the ones that
+    # never report a verdict
+    expected: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
 
     # --- model --------------------------------------------------------------------------------
 
@@ -98,8 +103,9 @@ class TFSSession:
             if deployment is not None:
                 path = deployment.version_dir if deployment.stage_slot else deployment.slot_base
                 self._model = inspect_model(path, deployment.gated, version=deployment.version)
-            elif self.settings.model is not None:
-                self._model = inspect_model(self.settings.model, self.settings.model_name)
+            elif self.settings.core.model is not None:
+                self._model = inspect_model(self.settings.core.model,
+                                            self.settings.core.model_name)
             else:
                 raise ConfigError("No model under gate: pass --tfs-model=PATH or "
                                   "--tfs-model-config=FILE (or set tfs_model in the ini file).")
@@ -118,12 +124,10 @@ class TFSSession:
     def default_serve_config(self) -> ServeConfig:
         """What the served gates and ``tfs_server`` serve: the float model, or with
         ``--tfs-int8-serve`` its INT8 TFLite conversion (``--prefer_tflite_model``)."""
-        from pytest_tfserving import options
-
-        if self.config is not None and options.value(self.config, "int8_serve"):
+        if self.settings.int8.serve:
             from pytest_tfserving.int8.serve import int8_serve_config
 
-            return int8_serve_config(self, self.config)
+            return int8_serve_config(self, self.settings.int8)
         return self.float_serve_config()
 
     def float_serve_config(self) -> ServeConfig:
@@ -133,9 +137,9 @@ class TFSSession:
         return ServeConfig(
             model_name=model.name, version_dir=model.version_dir, version=model.version,
             batching=self.settings.batching,
-            intra_op_threads=self.settings.intra_op_threads,
-            inter_op_threads=self.settings.inter_op_threads,
-            extra_flags=self.settings.server_args,
+            intra_op_threads=self.settings.core.intra_op_threads,
+            inter_op_threads=self.settings.core.inter_op_threads,
+            extra_flags=self.settings.core.server_args,
             deployment=self.settings.deployment,
         )
 
@@ -148,8 +152,8 @@ class TFSSession:
         if self.backend_kind is None:
             from pytest_tfserving.launchers.select import choose_backend
 
-            self.backend_kind, self.backend_reason = choose_backend(self.settings.backend,
-                                                                    self.settings.serving)
+            self.backend_kind, self.backend_reason = choose_backend(self.settings.core.backend,
+                                                                    self.settings.backend)
         return self.backend_kind
 
     def server(self, config: ServeConfig | None = None) -> RunningServer:
@@ -163,9 +167,9 @@ class TFSSession:
                 return self._servers[config]
             if config in self._failed:
                 raise self._failed[config]
-            launcher = launcher_factory(self.backend(), self.settings.serving)(config)
+            launcher = launcher_factory(self.backend(), self.settings.backend)(config)
             try:
-                endpoint = launcher.start(Deadline.after(self.settings.start_timeout))
+                endpoint = launcher.start(Deadline.after(self.settings.core.start_timeout))
             except BaseException as exc:
                 launcher.stop()
                 self._failed[config] = exc
@@ -192,6 +196,18 @@ class TFSSession:
             servers, self._servers = list(self._servers.values()), {}
         for server in servers:
             server.stop()
+
+    def add_cleanup(self, cleanup: Callable[[], None]) -> None:
+        """Run ``cleanup`` when the session ends (after the servers stop)."""
+        self._cleanups.append(cleanup)
+
+    def close(self) -> None:
+        """Stop every server, then run the cleanups (last added first)."""
+        try:
+            self.stop_servers()
+        finally:
+            while self._cleanups:
+                self._cleanups.pop()()
 
     # --- results ------------------------------------------------------------------------------
 

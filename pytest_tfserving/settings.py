@@ -1,107 +1,118 @@
-"""Frozen settings resolved once from options/env/ini; all validation happens here."""
+"""The run's settings tree: every declared option class resolved once (cli > env > ini >
+default, each value's source kept) and validated, including the checks that need the model."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import pytest
 
 from pytest_tfserving import options
-from pytest_tfserving.batching import BatchingParameters, read_batching_file
-from pytest_tfserving.errors import ConfigError
-from pytest_tfserving.launchers.backend_settings import BackendSettings, resolve_backend_settings
+from pytest_tfserving.batching import BatchingParameters
+from pytest_tfserving.batching_options import BatchingOptions
+from pytest_tfserving.core_options import CoreOptions
+from pytest_tfserving.errors import ConfigError, TFServingError
+from pytest_tfserving.gates.registry import GATES
+from pytest_tfserving.int8.int8_options import Int8Options
+from pytest_tfserving.launchers.backend_settings import BackendSettings
+from pytest_tfserving.load.load_options import LoadOptions
 
 if TYPE_CHECKING:
     from pytest_tfserving.launchers.deployment import Deployment
+    from pytest_tfserving.model import ModelInfo
 
-# The playbook's starting point when the user gives no batching parameters of their own.
-PLAYBOOK_BATCHING = BatchingParameters(max_batch_size=32, batch_timeout_micros=1000,
-                                       max_enqueued_batches=100, num_batch_threads=0)
-# Large-batch splitting has no per-field option (set it in --tfs-batching-file).
-_BATCHING_FIELDS = tuple(f.name for f in fields(BatchingParameters)
-                         if f.name not in ("enable_large_batch_splitting",
-                                           "max_execution_batch_size"))
+T = TypeVar("T")
+RUN_CLASSES: tuple[type, ...] = (CoreOptions, BatchingOptions, BackendSettings, LoadOptions,
+                                 Int8Options)
+
+
+class ModelChecked(Protocol):
+    """A settings class whose values depend on the model (checked at session start)."""
+
+    def check_model(self, model: ModelInfo, sources: Mapping[str, str]) -> None: ...
+
+
+def declared_classes() -> list[type]:
+    """The run's option classes, then each gate's (in registry order, each once)."""
+    classes = list(RUN_CLASSES)
+    for gate in GATES:
+        classes.extend(c for c in gate.param_classes() if c not in classes)
+    return classes
 
 
 @dataclass(frozen=True)
 class Settings:
-    model: Path | None
-    model_name: str | None
-    backend: str
-    report: Path | None
-    start_timeout: float
-    intra_op_threads: int
-    inter_op_threads: int
+    core: CoreOptions
+    backend: BackendSettings
     batching: BatchingParameters | None
     batching_source: str
-    gates: tuple[str, ...] | str  # "all" or the chosen gate names (empty: none)
-    signatures: tuple[str, ...]
-    serving: BackendSettings  # docker/binary/remote: image(s), pull, limits, env, target
-    server_args: tuple[str, ...] = ()  # --tfs-server-arg: extra tensorflow_model_server flags
-    model_config: Path | None = None  # --tfs-model-config as given
-    deployment: Deployment | None = None  # that config, checked, with the model under gate
+    load: LoadOptions
+    int8: Int8Options
+    groups: Mapping[type, Any] = field(default_factory=dict)  # every class, resolved
+    sources: Mapping[str, str] = field(default_factory=dict)  # option name -> its source
+    deployment: Deployment | None = None  # --tfs-model-config, checked, with the model under gate
 
     @property
     def active(self) -> bool:
         """True when a model is under gate (the default suite and fixtures are live)."""
-        return self.model is not None or self.deployment is not None
+        return self.core.active
+
+    def params(self, cls: type[T]) -> T:
+        """The resolved settings of class ``cls`` (a gate's, the load's...)."""
+        value = self.groups.get(cls)
+        if value is None:
+            value = cls()  # not declared in this run: its defaults
+        return value
+
+    def source(self, name: str) -> str:
+        return self.sources.get(name, "default")
 
 
-def resolve_batching(config: pytest.Config) -> tuple[BatchingParameters | None, str]:
-    """Batching: off, or the file's parameters with per-field options on top (or the playbook's
-    defaults when neither is given). Returns the parameters and a description of their source."""
-    if not options.value(config, "batching"):
-        return None, options.resolve(config, "batching").source + " (off)"
-    file_opt = options.resolve(config, "batching_file")
-    overrides: dict[str, Any] = {}
-    sources: list[str] = []
-    for name in _BATCHING_FIELDS:
-        resolved = options.resolve(config, name)
-        if resolved.source != "default":
-            overrides[name] = resolved.value
-            sources.append(resolved.source)
+def resolve_settings(config: pytest.Config) -> Settings:
+    """Every option resolved and checked once; a bad value is a usage error naming it."""
+    groups: dict[type, Any] = {}
+    sources: dict[str, str] = {}
+    for cls in declared_classes():
+        groups[cls], found = options.resolve_class(config, cls)
+        sources.update(found)
+    core: CoreOptions = groups[CoreOptions]
     try:
-        if file_opt.value is not None:
-            base = read_batching_file(file_opt.value)
-            sources.insert(0, f"{file_opt.source} ({file_opt.value})")
-        else:
-            base = PLAYBOOK_BATCHING
-            sources.insert(0, "playbook defaults")
-        return base.with_overrides(**overrides), ", ".join(sources)
+        batching, batching_source = groups[BatchingOptions].parameters(sources)
+        groups[LoadOptions].to_spec()
     except ConfigError as exc:
-        raise pytest.UsageError(f"{exc} [from {', '.join(sources)}]") from None
+        raise pytest.UsageError(str(exc)) from None
+    return Settings(core=core, backend=groups[BackendSettings], batching=batching,
+                    batching_source=batching_source, load=groups[LoadOptions],
+                    int8=groups[Int8Options], groups=groups, sources=sources,
+                    deployment=resolve_deployment(core, sources))
 
 
-def resolve_deployment(config: pytest.Config,
-                       server_args: tuple[str, ...]) -> Deployment | None:
+def resolve_deployment(core: CoreOptions, sources: Mapping[str, str]) -> Deployment | None:
     """``--tfs-model-config``: the config read and checked, and the model under gate picked
     (by ``--tfs-model-name``; ``--tfs-model`` takes its slot). Every problem is a usage error at
     session start naming the value and the fix."""
-    given = options.resolve(config, "model_config")
-    if given.value is None:
+    if core.model_config is None:
         return None
-    flag = f"--tfs-model-config={given.value}"
-    backend = options.resolve(config, "backend")
-    if backend.value == "remote":
+    flag = f"--tfs-model-config={core.model_config}"
+    if core.backend == "remote":
         raise options.usage_error(
             f"{flag} cannot be gated on --tfs-backend=remote: a remote endpoint serves the config "
             "it was started with, which this run can neither set nor see. Use a backend that "
             "starts the server (bundled, binary or docker), or drop --tfs-model-config and gate "
-            "the remote model with --tfs-model-name", [given.source, backend.source])
+            "the remote model with --tfs-model-name",
+            [sources["model_config"], sources["backend"]])
     from pytest_tfserving.launchers.deployment import LABELS_FLAG, labels_allowed, load_deployment
 
-    sources = [given.source] + [options.resolve(config, name).source
-                                for name in ("model_name", "model")
-                                if options.was_given(config, name)]
+    given = [sources[name] for name in ("model_config", "model_name", "model")
+             if sources.get(name, "default") != "default"]
     try:
-        deployment = load_deployment(given.value, options.value(config, "model_name"),
-                                     options.value(config, "model"))
+        deployment = load_deployment(core.model_config, core.model_name, core.model)
     except ConfigError as exc:
-        raise options.usage_error(f"{flag}: {exc}", sources) from None
+        raise options.usage_error(f"{flag}: {exc}", given) from None
     labels = deployment.labels()
-    if labels and not labels_allowed(server_args):
+    if labels and not labels_allowed(core.server_args):
         named = ", ".join(f"{label!r} -> version {version} of model {model}"
                           for model, label, version in labels)
         raise options.usage_error(
@@ -109,27 +120,22 @@ def resolve_deployment(config: pytest.Config,
             "initial load and refuses them at start (\"Request to assign label to version N of "
             "model M, which is not currently available for inference\") unless "
             f"--{LABELS_FLAG} is passed. Add --tfs-server-arg=--{LABELS_FLAG} (production's "
-            "tensorflow_model_server must pass it too), or remove the labels", sources)
+            "tensorflow_model_server must pass it too), or remove the labels", given)
     return deployment
 
 
-def resolve_settings(config: pytest.Config) -> Settings:
-    batching, batching_source = resolve_batching(config)
-    server_args = tuple(options.value(config, "server_arg") or ())
-    return Settings(
-        model=options.value(config, "model"),
-        model_name=options.value(config, "model_name"),
-        backend=options.value(config, "backend"),
-        report=options.value(config, "report"),
-        start_timeout=options.value(config, "start_timeout"),
-        intra_op_threads=options.value(config, "intra_op_threads"),
-        inter_op_threads=options.value(config, "inter_op_threads"),
-        batching=batching,
-        batching_source=batching_source,
-        gates=options.value(config, "gates"),
-        signatures=options.value(config, "signatures") or (),
-        serving=resolve_backend_settings(config),
-        server_args=server_args,
-        model_config=options.value(config, "model_config"),
-        deployment=resolve_deployment(config, server_args),
-    )
+def check_against_model(settings: Settings, model: ModelInfo) -> None:
+    """The options that name parts of the model (signatures, inputs, ops, eval data, request
+    files, baseline), checked once before any server starts: a usage error naming the value
+    and what exists."""
+    problems: list[str] = []
+    for value in settings.groups.values():
+        check = getattr(value, "check_model", None)
+        if check is None:
+            continue
+        try:
+            check(model, settings.sources)
+        except TFServingError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise pytest.UsageError("\n".join(problems))

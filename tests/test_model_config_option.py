@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from pytest_tfserving.bundled_server.model_config import parse_model_config
+from pytest_tfserving.core_options import server_arg as parse_server_arg
 from pytest_tfserving.deadline import Deadline
 from pytest_tfserving.errors import ConfigError
 from pytest_tfserving.launchers.base import ServeConfig
@@ -26,7 +27,6 @@ from pytest_tfserving.launchers.deployment import (
     load_deployment,
     served_models,
 )
-from pytest_tfserving.options import parse_server_arg
 
 LABELS_FLAG = "--allow_version_labels_for_unavailable_models"
 USAGE_ERROR_BOUND_S = 60.0  # a usage error comes before any server or TensorFlow import

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 
@@ -111,12 +113,22 @@ def test_batching_file_with_field_override(pytester):
     result.assert_outcomes(passed=1)
 
 
-def test_help_lists_every_option_with_env_and_ini(pytester):
-    from pytest_tfserving.options import OPTIONS
+def test_help_and_readme_list_every_declared_option(pytester):
+    from pytest_tfserving.option_table import markdown
+    from pytest_tfserving.options import all_options
+    from pytest_tfserving.settings import declared_classes
 
+    declared = all_options(declared_classes())
+    assert len(declared) > 60
     result = pytester.runpytest_subprocess("--help")
     assert result.ret == 0
     text = result.stdout.str()
-    for option in OPTIONS.values():
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    block = readme.split("<!-- options:begin -->\n", 1)[1].split("\n<!-- options:end -->", 1)[0]
+    assert block == markdown(), "regenerate: python -m pytest_tfserving.option_table"
+    for option in declared:
         assert option.flag in text, option.flag
+        assert f"`{option.flag}" in block, option.flag
     result.stdout.fnmatch_lines(["*--tfs-model=PATH*", "*[env TFS_MODEL, ini tfs_model]*"])
+    markers = pytester.runpytest_subprocess("--markers")
+    markers.stdout.fnmatch_lines(["*tfs_sla(*min_qps=*p99_ms=*): gate sla:*"])

@@ -11,22 +11,15 @@ import numpy as np
 import pytest
 
 from pytest_tfserving.batching import BatchingParameters, parse_batching_text
-from pytest_tfserving.launchers.backend_settings import BackendSettings
 from pytest_tfserving.session import TFSSession
-from pytest_tfserving.settings import PLAYBOOK_BATCHING, Settings
 from pytest_tfserving.tune.invariance import check_invariance
 from pytest_tfserving.tune.output import details, table, write_recommended
-from pytest_tfserving.tune.runner import TuneSettings, tune_session
+from pytest_tfserving.tune.runner import TuneSettings, standalone_session, tune_session
 from pytest_tfserving.tune.space import SearchSpace
 
 
-def session_for(model: Path, batching: BatchingParameters | None = PLAYBOOK_BATCHING,
-                ) -> TFSSession:
-    settings = Settings(model=model, model_name=None, backend="bundled", report=None,
-                        start_timeout=120, intra_op_threads=0, inter_op_threads=0,
-                        batching=batching, batching_source="test", gates="all", signatures=(),
-                        serving=BackendSettings())
-    return TFSSession(settings)
+def session_for(model: Path, batching: BatchingParameters | None = None) -> TFSSession:
+    return standalone_session(model, "bundled", batching)
 
 
 @pytest.fixture(scope="module")

@@ -9,35 +9,21 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from pytest_tfserving.core_options import SignatureSelection
 from pytest_tfserving.errors import ConfigError, GateError
 from pytest_tfserving.gates.context import GateContext
 from pytest_tfserving.gates.result import GateResult
+from pytest_tfserving.int8.int8_options import Int8Options
 from pytest_tfserving.model import ModelInfo, Signature
 
+if TYPE_CHECKING:
+    import numpy as np
+
 NAME = "int8_delta"
-# marker keyword -> --tfs-* option it overrides
-OPTION_FOR = {
-    "metric": "int8_metric", "max_delta": "int8_max_delta", "max_rel_delta": "int8_max_rel_delta",
-    "direction": "int8_direction", "signature": "int8_signature", "output": "int8_output",
-    "top_k": "int8_top_k", "samples": "int8_samples", "calibration": "int8_calibration",
-    "batch_size": "int8_batch_size", "int8_model": "int8_model", "label_key": "int8_label_key",
-    "eval_data": "eval_data",
-}
-ALLOWED = set(OPTION_FOR)
 PLAYBOOK_SIZE_RATIO = 0.25  # "model size -75 %"
 PLAYBOOK_SPEEDUP = (2.0, 3.0)  # "CPU inference 2-3x faster"
-
-
-def _get(ctx: GateContext, key: str) -> Any:
-    from pytest_tfserving import options
-
-    if key in ctx.overrides:
-        return ctx.overrides[key]
-    return options.value(ctx.config, OPTION_FOR[key])
 
 
 def signature_choice(ctx: GateContext, model: ModelInfo) -> tuple[Signature | None, str]:
@@ -45,7 +31,8 @@ def signature_choice(ctx: GateContext, model: ModelInfo) -> tuple[Signature | No
     serving_default, else the only served signature; (None, why) when it cannot tell."""
     from pytest_tfserving.servability import load_signature_choice
 
-    name = _get(ctx, "signature") or next(iter(ctx.session.settings.signatures), None)
+    name = ctx.params(Int8Options).signature or next(
+        iter(ctx.params(SignatureSelection).signatures), None)
     chosen, why = load_signature_choice(
         model, str(name) if name else None,
         "--tfs-int8-signature=NAME (or signature= on the marker)")
@@ -104,13 +91,13 @@ def load_eval_data(ctx: GateContext, label_key: str) -> Any:
     apply), else --tfs-eval-data."""
     from pytest_tfserving.int8.eval_data import default_eval_data, from_value
 
-    if "eval_data" in ctx.overrides:
-        return from_value(ctx.overrides["eval_data"], label_key,
-                          f"eval_data= of {ctx.origin}")
-    if ctx.request is not None:
-        value = ctx.request.getfixturevalue("tfs_eval_data")
+    params = ctx.params(Int8Options)
+    if "eval_data" in ctx.keywords:
+        return from_value(params.eval_data, label_key, f"eval_data= of {ctx.origin}")
+    if ctx.fixture is not None:
+        value = ctx.fixture_value("tfs_eval_data")
         return from_value(value, label_key, "tfs_eval_data fixture")
-    return default_eval_data(ctx.config)
+    return default_eval_data(params)
 
 
 def _artifacts(ctx: GateContext, model: ModelInfo, signature: Signature, eval_data: Any,
@@ -168,9 +155,9 @@ def check(ctx: GateContext) -> GateResult:
     from pytest_tfserving.int8.evaluate import TFLiteModel, compare_latency, run_savedmodel
     from pytest_tfserving.int8.quantize import QuantizationError
 
-    ctx.check_overrides(ALLOWED)
+    params = ctx.params(Int8Options)
     model = ctx.model
-    label_key = str(_get(ctx, "label_key"))
+    label_key = params.label_key
     raw = load_eval_data(ctx, label_key)
     chosen, why = signature_choice(ctx, model)
     if chosen is None and raw is None:
@@ -190,13 +177,10 @@ def check(ctx: GateContext) -> GateResult:
                      f" plus {label_key!r}) or override the tfs_eval_data fixture in conftest.py"),
         )
     data = validate(raw, signature)
-    batch_size = int(_get(ctx, "batch_size"))
-    samples = int(_get(ctx, "samples"))
-    int8_model = _get(ctx, "int8_model")
-    calibration = str(_get(ctx, "calibration"))
+    batch_size = params.batch_size
     try:
-        art = _artifacts(ctx, model, signature, data, calibration, samples,
-                         Path(int8_model) if int8_model else None)
+        art = _artifacts(ctx, model, signature, data, params.calibration, params.samples,
+                         params.int8_model)
     except QuantizationError as exc:
         return GateResult(name=NAME, passed=False, message=str(exc),
                           measured={"error": "QuantizationError"},
@@ -206,16 +190,15 @@ def check(ctx: GateContext) -> GateResult:
     float_out = run_savedmodel(model.version_dir, signature.name, data, batch_size)
     int8_tfl = TFLiteModel(art["int8"], signature.name, "INT8 model")
     int8_out = int8_tfl.run(data, batch_size)
-    output = choose_output(_get(ctx, "output"), float_out, signature)
+    output = choose_output(params.output, float_out, signature)
     if output not in int8_out:
         raise GateError(f"The INT8 model has outputs {sorted(int8_out)} but the SavedModel's "
                         f"signature {signature.name!r} has {sorted(float_out)}; the metric "
                         f"reads {output!r}. Convert the INT8 model from this SavedModel.")
     has_labels = data.labels is not None
-    metric = metrics.resolve_metric(_get(ctx, "metric"), has_labels, float_out[output],
-                                    int(_get(ctx, "top_k")), str(_get(ctx, "direction")))
-    threshold = metrics.make_threshold(metric, _get(ctx, "max_delta"),
-                                       _get(ctx, "max_rel_delta"))
+    metric = metrics.resolve_metric(params.metric, has_labels, float_out[output],
+                                    params.top_k, params.direction)
+    threshold = metrics.make_threshold(metric, params.max_delta, params.max_rel_delta)
     target = data.labels if metric.labels and data.labels is not None else float_out[output]
     float_value = metric(target, float_out[output])
     int8_value = metric(target, int8_out[output])

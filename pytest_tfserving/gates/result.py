@@ -22,11 +22,17 @@ class GateResult:
     skipped: bool = False
     details: dict[str, Any] = field(default_factory=dict)
     target: str = ""  # what was gated when a gate runs more than once (image, baseline, marker)
+    # Measured, but not enough to decide at the required confidence. ``passed`` then says what
+    # the release makes of it (--tfs-inconclusive=warn: True; fail, the default: False).
+    inconclusive: bool = False
 
     @property
     def verdict(self) -> str:
+        """PASS, FAIL, SKIP or INCONCLUSIVE."""
         if self.skipped:
             return "SKIP"
+        if self.inconclusive:
+            return "INCONCLUSIVE"
         return "PASS" if self.passed else "FAIL"
 
     @classmethod
@@ -35,11 +41,13 @@ class GateResult:
         return cls(name=data["name"], passed=data["passed"], threshold=data.get("threshold", {}),
                    measured=data.get("measured", {}), message=data.get("message", ""),
                    skipped=data.get("skipped", False), details=data.get("details", {}),
-                   target=data.get("target", ""))
+                   target=data.get("target", ""),
+                   inconclusive=data.get("verdict") == "INCONCLUSIVE")
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "name": self.name,
+            "verdict": self.verdict,
             "passed": self.passed,
             "skipped": self.skipped,
             "threshold": self.threshold,

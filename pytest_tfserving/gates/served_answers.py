@@ -4,18 +4,31 @@ the served predictions equal an in-process call of the same SavedModel."""
 from __future__ import annotations
 
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from pytest_tfserving import option_parsers as p
 from pytest_tfserving.gates.context import GateContext
 from pytest_tfserving.gates.result import GateResult
 from pytest_tfserving.model import Signature
+from pytest_tfserving.option_spec import option
 from pytest_tfserving.servability import SignatureTraits
 from pytest_tfserving.session import RunningServer
 
-ALLOWED = {"rtol", "atol", "batch_size", "signatures"}
-DEFAULT_RTOL, DEFAULT_ATOL = 1e-4, 1e-5
+if TYPE_CHECKING:
+    import numpy as np
+
+
+@dataclass(frozen=True)
+class ServingParams:
+    """How closely served answers must match an in-process call, and the request size."""
+
+    rtol: float = option("serving_rtol", 1e-4, p.non_negative_float, "serving gate: relative "
+                         "tolerance between served and in-process predictions.", metavar="RTOL")
+    atol: float = option("serving_atol", 1e-5, p.non_negative_float, "serving gate: absolute "
+                         "tolerance between served and in-process predictions.", metavar="ATOL")
+    batch_size: int = option("serving_batch_size", 4, p.positive_int, "serving gate: examples "
+                             "per synthesized request.", metavar="N")
 
 
 Inputs = dict[str, Any]
@@ -74,6 +87,8 @@ def request_inputs(ctx: GateContext, signature: Signature, batch_size: int) -> t
 
 def compare(served: dict[str, np.ndarray[Any, Any]], expected: dict[str, np.ndarray[Any, Any]],
             rtol: float, atol: float) -> tuple[list[str], float]:
+    import numpy as np
+
     problems: list[str] = []
     worst = 0.0
     for key, want in expected.items():
@@ -106,6 +121,7 @@ def _predict(client: Any, signature_name: str, candidates: list[tuple[Inputs, st
              ) -> tuple[Inputs, str, dict[str, np.ndarray[Any, Any]] | None, list[str]]:
     """Send the candidates in order until one is answered: (inputs, source, outputs or None,
     the rejections as "source: error")."""
+
     rejected: list[str] = []
     for inputs, source in candidates:
         try:
@@ -173,10 +189,8 @@ def _traits(ctx: GateContext, names: list[str]) -> dict[str, SignatureTraits]:
 def check(ctx: GateContext) -> GateResult:
     from pytest_tfserving.inprocess import call_signature, call_tflite_signature
 
-    ctx.check_overrides(ALLOWED)
-    rtol = float(ctx.overrides.get("rtol", DEFAULT_RTOL))
-    atol = float(ctx.overrides.get("atol", DEFAULT_ATOL))
-    batch_size = int(ctx.overrides.get("batch_size", 4))
+    params = ctx.params(ServingParams)
+    rtol, atol, batch_size = params.rtol, params.atol, params.batch_size
     names = ctx.signatures_under_gate()
     traits = _traits(ctx, names)
     # Signatures that write variables run last: the others then see the state a fresh load has.

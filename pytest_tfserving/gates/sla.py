@@ -10,69 +10,95 @@ and the gate also limits the p99 and throughput regression.
 
 from __future__ import annotations
 
-import dataclasses
-import math
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from pytest_tfserving import option_parsers as p
 from pytest_tfserving.batching import BatchingParameters
+from pytest_tfserving.batching_options import FIELD_NAMES, PLAYBOOK_BATCHING
 from pytest_tfserving.errors import ConfigError
 from pytest_tfserving.gates.context import GateContext
 from pytest_tfserving.gates.result import GateResult
-from pytest_tfserving.load.generator import LoadResult
+from pytest_tfserving.load.load_options import LoadOptions
+from pytest_tfserving.option_spec import option
 
-ALLOWED = {"p99_ms", "min_qps", "max_error_rate", "duration", "concurrency", "batching",
-           "arrival", "warmup", "batch_size", "signature", "stability_pct", "require_stable",
-           "workers", "timeout", "max_p99_regression_pct", "max_qps_regression_pct",
-           "baseline"}
+if TYPE_CHECKING:
+    from pytest_tfserving.load.generator import LoadResult, LoadSpec
+    from pytest_tfserving.load.runner import LoadRunner
+    from pytest_tfserving.session import RunningServer
+
 ANSWERED_MIN_SHARE = 0.95
-_BATCHING_FIELDS = {f.name for f in dataclasses.fields(BatchingParameters)}
 
 
-def _number(ctx: GateContext, name: str, option: str, *, minimum: float = 0.0,
-            strict: bool = True, integer: bool = False, maximum: float | None = None) -> Any:
-    raw = ctx.option(option) if name not in ctx.overrides else ctx.overrides[name]
-    where = (f"{ctx.origin} argument {name}" if name in ctx.overrides
-             else f"option --tfs-{option.replace('_', '-')}")
-    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or (
-            isinstance(raw, float) and math.isnan(raw)):
-        raise ConfigError(f"{where}={raw!r} is not a number; give e.g. {name}=20.")
-    if integer and int(raw) != raw:
-        raise ConfigError(f"{where}={raw!r} must be a whole number.")
-    if (strict and not raw > minimum) or raw < minimum or (maximum is not None and raw > maximum):
-        bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
-        if maximum is not None:
-            bound += f" and <= {maximum:g}"
-        raise ConfigError(f"{where}={raw!r} is out of range: it must be {bound}.")
-    return int(raw) if integer else float(raw)
-
-
-def batching_override(ctx: GateContext) -> tuple[bool, BatchingParameters | None]:
-    """(given, parameters): the marker's ``batching={...}`` on top of the session's batching;
-    ``batching=False`` (or None) serves without batching."""
-    if "batching" not in ctx.overrides:
-        return False, None
-    raw = ctx.overrides["batching"]
-    if raw is None or raw is False:
-        return True, None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{ctx.origin}: batching={raw!r} must be a dict of BatchingParameters "
-                          "fields (e.g. batching={'max_batch_size': 16, "
-                          "'batch_timeout_micros': 500}) or False for no batching.")
-    unknown = sorted(set(raw) - _BATCHING_FIELDS)
+def batching_marker(value: Any) -> dict[str, Any] | bool:
+    """A marker's ``batching=``: a dict of BatchingParameters fields, or False/None for none."""
+    if value is None or value is False:
+        return False
+    if not isinstance(value, dict):
+        raise ValueError("must be a dict of BatchingParameters fields (e.g. batching="
+                         "{'max_batch_size': 16, 'batch_timeout_micros': 500}) or False for no "
+                         "batching")
+    unknown = sorted(set(value) - set(FIELD_NAMES))
     if unknown:
-        raise ConfigError(f"{ctx.origin}: unknown batching field(s) {unknown}; known: "
-                          f"{', '.join(sorted(_BATCHING_FIELDS))}.")
-    from pytest_tfserving.settings import PLAYBOOK_BATCHING
+        raise ValueError(f"unknown batching field(s) {unknown}; known: "
+                         f"{', '.join(sorted(FIELD_NAMES))}")
+    return dict(value)
 
-    base = ctx.session.settings.batching or PLAYBOOK_BATCHING
-    values = dict(raw)
+
+@dataclass(frozen=True)
+class SlaParams:
+    """The SLA's limits (p99, errors, stability, regression against a baseline)."""
+
+    p99_ms: float = option(
+        "sla_p99_ms", 25.0, p.positive_float, "SLA gate: p99 latency limit in ms, measured from "
+        "each request's intended send time (open loop).", metavar="MS")
+    max_error_rate: float = option("sla_max_error_rate", 0.001, p.fraction, "SLA gate: largest "
+                                   "allowed share of failed requests.", metavar="FRACTION")
+    require_stable: bool = option(
+        "sla_require_stable", False, p.boolean, "SLA gate: fail when the windows never agree "
+        "(default: report it only).", metavar="BOOL")
+    max_p99_regression_pct: float = option(
+        "sla_max_p99_regression_pct", 10.0, p.non_negative_float, "SLA gate with a baseline: "
+        "largest allowed p99 increase over the baseline, in %.", metavar="PCT")
+    max_qps_regression_pct: float = option(
+        "sla_max_qps_regression_pct", 5.0, p.non_negative_float, "SLA gate with a baseline: "
+        "largest allowed drop of achieved throughput below the baseline's, in %.",
+        metavar="PCT")
+    baseline: Path | None = option("", None, p.path, "the production baseline for this marker "
+                                   "(default: --tfs-baseline-model)", marker="baseline")
+    batching: dict[str, Any] | bool | None = option(
+        "", None, str, "BatchingParameters fields on top of the session's batching, or False "
+        "for no batching", marker="batching", from_marker=batching_marker)
+
+
+@dataclass
+class SlaRun:
+    """What one SLA gate run measured (and against what)."""
+
+    spec: LoadSpec
+    batching: BatchingParameters | None
+    source: str
+    server: RunningServer
+    result: LoadResult
+    baseline: LoadResult | None = None
+    baseline_info: dict[str, Any] = field(default_factory=dict)
+    plots: list[str] = field(default_factory=list)
+
+
+def marker_batching(ctx: GateContext, params: SlaParams) -> BatchingParameters | None:
+    """The session's batching, or with a marker's ``batching=`` its fields on top of it."""
+    if params.batching is None:
+        return ctx.settings.batching
+    if params.batching is False or params.batching is True:
+        return None
+    values = dict(params.batching)
     if "allowed_batch_sizes" in values:
         values["allowed_batch_sizes"] = tuple(values["allowed_batch_sizes"])
     try:
-        return True, base.with_overrides(**values)
+        return (ctx.settings.batching or PLAYBOOK_BATCHING).with_overrides(**values)
     except (ConfigError, TypeError) as exc:
-        raise ConfigError(f"{ctx.origin}: batching={raw!r}: {exc}") from None
+        raise ConfigError(f"{ctx.origin}: batching={params.batching!r}: {exc}") from None
 
 
 def _describe_batching(params: BatchingParameters | None) -> str:
@@ -82,90 +108,83 @@ def _describe_batching(params: BatchingParameters | None) -> str:
             f"{params.batch_timeout_micros}")
 
 
+def _threshold(params: SlaParams, load: LoadOptions, baseline: bool) -> dict[str, Any]:
+    threshold: dict[str, Any] = {"p99_ms": params.p99_ms, "min_qps": load.min_qps,
+                                 "max_error_rate": params.max_error_rate}
+    if load.concurrency:
+        threshold["concurrency"] = load.concurrency
+    if baseline:
+        threshold["max_p99_regression_pct"] = params.max_p99_regression_pct
+        threshold["max_qps_regression_pct"] = params.max_qps_regression_pct
+    return threshold
+
+
 def check(ctx: GateContext) -> GateResult:
-    from pytest_tfserving.load.runner import LoadRunner, spec_from_options, terminal_progress
-
-    ctx.check_overrides(ALLOWED)
-    p99_ms = _number(ctx, "p99_ms", "sla_p99_ms")
-    min_qps = _number(ctx, "min_qps", "sla_min_qps")
-    max_error_rate = _number(ctx, "max_error_rate", "sla_max_error_rate", strict=False,
-                             maximum=1.0)
-    duration = _number(ctx, "duration", "sla_duration")
-    warmup = _number(ctx, "warmup", "sla_warmup", strict=False)
-    concurrency = _number(ctx, "concurrency", "sla_concurrency", strict=False, integer=True)
-    stability_pct = _number(ctx, "stability_pct", "sla_stability_pct", strict=False)
-    workers = _number(ctx, "workers", "sla_workers", strict=False, integer=True)
-    timeout = _number(ctx, "timeout", "sla_timeout")
-    batch_size = _number(ctx, "batch_size", "sla_batch_size", strict=False, integer=True)
-    p99_regr = _number(ctx, "max_p99_regression_pct", "sla_max_p99_regression_pct", strict=False)
-    qps_regr = _number(ctx, "max_qps_regression_pct", "sla_max_qps_regression_pct", strict=False)
-    arrival = ctx.option("sla_arrival") if "arrival" not in ctx.overrides else \
-        ctx.overrides["arrival"]
-    require_stable = bool(ctx.overrides.get("require_stable",
-                                            ctx.option("sla_require_stable")))
-    signature = ctx.overrides.get("signature") or ctx.option("sla_signature")
-    baseline_path = ctx.overrides.get("baseline", ctx.option("baseline_model"))
-    spec = spec_from_options(
-        ctx.config, rate=min_qps, mode="closed" if concurrency else "open",
-        concurrency=concurrency or 1, arrival=arrival, duration_s=duration, warmup_s=warmup,
-        stability_pct=stability_pct, workers=workers, timeout_s=timeout)
-
-    given, batching = batching_override(ctx)
-    session = ctx.session
-    if not given:
-        batching = session.settings.batching
-    signature, why_not = _applicable_signature(ctx, signature, batching)
+    params, load = ctx.params(SlaParams), ctx.params(LoadOptions)
+    batching = marker_batching(ctx, params)
+    signature, why_not = _applicable_signature(ctx, load.signature, batching)
     if signature is None:
         return GateResult(name="sla", passed=False, skipped=True, message=why_not,
-                          threshold={"p99_ms": p99_ms, "min_qps": min_qps,
-                                     "max_error_rate": max_error_rate})
-    if given:
+                          threshold=_threshold(params, load, False))
+    run = measure(ctx, params, load, signature, batching)
+    return render(run, params, load, judge(ctx, run, params, signature))
+
+
+def measure(ctx: GateContext, params: SlaParams, load: LoadOptions, signature: str,
+            batching: BatchingParameters | None) -> SlaRun:
+    """Serve (the marker's batching gets its own server), load the baseline then the
+    candidate with the same spec, and plot when asked."""
+    from pytest_tfserving.load.generator import run_load
+    from pytest_tfserving.load.runner import LoadRunner
+
+    spec = load.to_spec()
+    if params.batching is not None:
         label = f"sla {_describe_batching(batching)}"
-        server = ctx.server(session.serve_config(batching=batching, label=label))
+        server = ctx.server(ctx.session.serve_config(batching=batching, label=label))
     else:
         server = ctx.server()
-    user_requests = None
-    if ctx.request is not None:
-        user_requests = ctx.request.getfixturevalue("tfs_requests")
-    runner = LoadRunner(ctx.config, ctx.model, server, user_requests,
-                        progress=terminal_progress(ctx.config))
-    payloads, source = runner.payloads(signature, batch_size or None)
-
-    from pytest_tfserving.load.generator import run_load
-
+    runner = LoadRunner(load, ctx.model, server, ctx.fixture_value("tfs_requests"),
+                        progress=ctx.progress)
+    payloads, source = runner.payloads(signature, load.batch_size or None)
     baseline: LoadResult | None = None
     baseline_info: dict[str, Any] = {}
+    baseline_path = params.baseline or ctx.settings.core.baseline_model
     if baseline_path:
-        baseline, baseline_info = _run_baseline(ctx, runner, Path(baseline_path), spec,
-                                                batching, signature, batch_size or None)
-    result = run_load(server.grpc_address, payloads, spec, metrics_url=server.endpoint.metrics_url,
-                      model_name=server.model_name, progress=runner.progress, label="candidate")
+        baseline, baseline_info = _run_baseline(
+            ctx, runner, Path(baseline_path), spec, batching, signature, load.batch_size or None)
+    result = run_load(server.grpc_address, payloads, spec,
+                      metrics_url=server.endpoint.metrics_url, model_name=server.model_name,
+                      progress=runner.progress, label="candidate")
+    plots: list[str] = []
+    if ctx.settings.core.plot:
+        plots = _plots(Path(ctx.settings.core.plot), runner, result, baseline, params.p99_ms,
+                       ctx.origin, spec)
+    return SlaRun(spec=spec, batching=batching, source=source, server=server, result=result,
+                  baseline=baseline, baseline_info=baseline_info, plots=plots)
 
-    failures = _verdict(result, spec, p99_ms, min_qps, max_error_rate, require_stable)
+
+def judge(ctx: GateContext, run: SlaRun, params: SlaParams, signature: str) -> list[str]:
+    """The failures (empty: the SLA holds)."""
+    result = run.result
+    failures = _verdict(result, run.spec, params.p99_ms, run.spec.rate, params.max_error_rate,
+                        params.require_stable)
     if failures and result.requests and result.stats.ok == 0:
         failures += _unknown_rank_hint(ctx, signature)
-    if baseline is not None:
-        failures += _compare(result, baseline, p99_regr, qps_regr)
+    if run.baseline is not None:
+        failures += _compare(result, run.baseline, params.max_p99_regression_pct,
+                             params.max_qps_regression_pct)
+    return failures
 
-    plots: list[str] = []
-    plot_dir = ctx.option("plot")
-    if plot_dir:
-        plots = _plots(Path(plot_dir), runner, result, baseline, p99_ms, ctx.origin, spec)
 
+def render(run: SlaRun, params: SlaParams, load: LoadOptions, failures: list[str]) -> GateResult:
+    result, baseline, spec = run.result, run.baseline, run.spec
     measured = _measured(result)
     if baseline is not None:
         measured["baseline_p99_ms"] = round(baseline.p99_ms, 3)
         measured["baseline_qps"] = round(baseline.qps, 1)
         measured["p99_change_pct"] = round(_change_pct(result.p99_ms, baseline.p99_ms), 1)
         measured["qps_change_pct"] = round(_change_pct(result.qps, baseline.qps), 1)
-    threshold: dict[str, Any] = {"p99_ms": p99_ms, "min_qps": min_qps,
-                                 "max_error_rate": max_error_rate}
-    if concurrency:
-        threshold["concurrency"] = concurrency
-    if baseline is not None:
-        threshold["max_p99_regression_pct"] = p99_regr
-        threshold["max_qps_regression_pct"] = qps_regr
-    head = (f"{spec.describe()}, {_describe_batching(batching)}, requests: {source}; "
+    head = (f"{spec.describe()}, {_describe_batching(run.batching)}, requests: {run.source}; "
             f"{_line('candidate', result)}")
     if baseline is not None:
         head += f"; {_line('baseline', baseline)}"
@@ -173,18 +192,20 @@ def check(ctx: GateContext) -> GateResult:
     if result.generator_behind and not failures:
         message += f". Note: {result.generator_note}; the p99 is an upper bound and still passed"
     message += f". Client vs server: {result.server.summary()}"
-    if plots:
-        message += f". Plots: {', '.join(plots)}"
+    if run.plots:
+        message += f". Plots: {', '.join(run.plots)}"
     details: dict[str, Any] = {"candidate": result.as_dict(), "spec": spec.as_dict(),
-                               "requests": source, "batching": batching.as_dict() if batching
-                               else None, "server_label": server.config.label or "default"}
+                               "requests": run.source,
+                               "batching": run.batching.as_dict() if run.batching else None,
+                               "server_label": run.server.config.label or "default"}
     if baseline is not None:
-        details["baseline"] = {**baseline.as_dict(), **baseline_info}
+        details["baseline"] = {**baseline.as_dict(), **run.baseline_info}
         details["table"] = _side_by_side(result, baseline)
-    if plots:
-        details["plots"] = plots
-    return GateResult(name="sla", passed=not failures, threshold=threshold, measured=measured,
-                      message=message, details=details)
+    if run.plots:
+        details["plots"] = run.plots
+    return GateResult(name="sla", passed=not failures,
+                      threshold=_threshold(params, load, baseline is not None),
+                      measured=measured, message=message, details=details)
 
 
 def _applicable_signature(ctx: GateContext, chosen: str | None,
@@ -318,7 +339,7 @@ def _side_by_side(r: LoadResult, base: LoadResult) -> list[dict[str, Any]]:
     return rows
 
 
-def _run_baseline(ctx: GateContext, runner: Any, path: Path, spec: Any,
+def _run_baseline(ctx: GateContext, runner: LoadRunner, path: Path, spec: LoadSpec,
                   batching: BatchingParameters | None, signature: str | None,
                   batch_size: int | None) -> tuple[LoadResult, dict[str, Any]]:
     from pytest_tfserving.load.generator import run_load

@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+from pytest_tfserving import option_parsers as p
+from pytest_tfserving.gates import allowlist_options as allowlists
 from pytest_tfserving.gates.context import GateContext
 from pytest_tfserving.gates.result import GateResult
 from pytest_tfserving.graph import (
@@ -30,11 +33,12 @@ from pytest_tfserving.graph import (
     InputDtype,
     OpFinding,
     SavedModelGraph,
-    allow_entries,
 )
+from pytest_tfserving.option_spec import option
 
-NO_STRING_OPS_ARGS = {"allow", "signatures", "max_string_time_share", "string_time"}
-DIRECT_INPUTS_ARGS = {"allow", "signatures"}
+if TYPE_CHECKING:
+    from pytest_tfserving.model import ModelInfo
+
 _SHOWN = 8  # findings listed in a message; the JSON report has all of them
 
 OP_REMEDY = (
@@ -62,6 +66,50 @@ DTYPE_REMEDY = (
 )
 
 
+@dataclass(frozen=True)
+class NoStringOpsParams:
+    """The no_string_ops allowlist (option, and the marker's entries on top) and time limit."""
+
+    allow: tuple[AllowEntry, ...] = option(
+        "string_op_allow", (), allowlists.op_allowlist, "no_string_ops gate allowlist: "
+        "'OpType=reason' (op type glob) or 'glob:node/name/*=reason' (node name glob), entries "
+        "separated by ';' or newlines; the reason is shown in the report.", metavar="ENTRIES",
+        marker="")
+    marker_allow: tuple[AllowEntry, ...] = option(
+        "", (), str, "allowlist entries added by the marker: a list of 'PATTERN=reason' "
+        "strings or a {pattern: reason} dict", marker="allow",
+        from_marker=allowlists.op_allow_marker)
+    max_string_time_share: float = option(
+        "max_string_time_share", 0.05, p.fraction, "no_string_ops gate: largest share of traced "
+        "compute time allowed in string ops (the playbook alerts above 5%).", metavar="FRACTION")
+    string_time: str = option(
+        "string_time", "auto", p.choice("auto", "on", "off"), "no_string_ops gate: measure the "
+        "string-op time share by running the signature traced in-process: auto (only when "
+        "string ops are found), on, off.", metavar="auto|on|off")
+
+    def check_model(self, model: ModelInfo, sources: Mapping[str, str]) -> None:
+        allowlists.check_op_names(self.allow, "--tfs-string-op-allow",
+                                  allowlists.source_of(sources, "string_op_allow"))
+
+
+@dataclass(frozen=True)
+class DirectInputsParams:
+    """The direct_tensor_inputs allowlist (option, and the marker's entries on top)."""
+
+    allow: tuple[AllowEntry, ...] = option(
+        "string_input_allow", (), allowlists.input_allowlist, "direct_tensor_inputs gate "
+        "allowlist: 'input=reason' or 'signature/input=reason' (globs), entries separated by ';' "
+        "or newlines.", metavar="ENTRIES", marker="")
+    marker_allow: tuple[AllowEntry, ...] = option(
+        "", (), str, "allowlist entries added by the marker: a list of 'PATTERN=reason' "
+        "strings or a {pattern: reason} dict", marker="allow",
+        from_marker=allowlists.input_allow_marker)
+
+    def check_model(self, model: ModelInfo, sources: Mapping[str, str]) -> None:
+        allowlists.check_input_names(self.allow, model, "--tfs-string-input-allow",
+                                     allowlists.source_of(sources, "string_input_allow"))
+
+
 class AllowlistWarning(UserWarning):
     """An allowlist entry matched nothing: it is stale or misspelled."""
 
@@ -77,20 +125,12 @@ def model_graph(ctx: GateContext) -> SavedModelGraph:
     return graph
 
 
-def _allowlist(ctx: GateContext, option: str, kind: str) -> list[AllowEntry]:
-    from pytest_tfserving import options
-
-    from_option = options.resolve(ctx.config, option)
-    entries = [dataclasses.replace(e, source=from_option.source)
-               for e in (from_option.value or ())]
-    if "allow" in ctx.overrides:
-        try:
-            entries += allow_entries(ctx.overrides["allow"], kind, ctx.origin)
-        except ValueError as exc:
-            from pytest_tfserving.errors import ConfigError
-
-            raise ConfigError(f"Invalid allow= in {ctx.origin}: {exc}") from None
-    return entries
+def _allowlist(ctx: GateContext, configured: tuple[AllowEntry, ...], option: str,
+               from_marker: tuple[AllowEntry, ...]) -> list[AllowEntry]:
+    """The option's entries (with where they came from) and the marker's on top."""
+    source = ctx.settings.source(option)
+    return [dataclasses.replace(e, source=source) for e in configured] + [
+        dataclasses.replace(e, source=ctx.origin) for e in from_marker]
 
 
 def _warn_unused(entries: Sequence[AllowEntry], used: set[AllowEntry], gate: str,
@@ -117,17 +157,11 @@ def _pct(value: float | None) -> str:
 # --- no_string_ops -------------------------------------------------------------------------------
 
 def check_no_string_ops(ctx: GateContext) -> GateResult:
-    ctx.check_overrides(NO_STRING_OPS_ARGS)
-    limit = float(ctx.option("max_string_time_share"))
-    mode = str(ctx.option("string_time"))
-    if not 0 <= limit <= 1 or mode not in ("auto", "on", "off"):
-        from pytest_tfserving.errors import ConfigError
-
-        raise ConfigError(f"{ctx.origin}: max_string_time_share={limit!r} must be a fraction "
-                          f"0..1 and string_time={mode!r} one of auto, on, off.")
+    params = ctx.params(NoStringOpsParams)
+    limit, mode = params.max_string_time_share, params.string_time
     signatures = ctx.signatures_under_gate()
     graph = model_graph(ctx)
-    entries = _allowlist(ctx, "string_op_allow", "op")
+    entries = _allowlist(ctx, params.allow, "string_op_allow", params.marker_allow)
     findings = {name: graph.findings(name) for name in signatures}
 
     flagged: list[OpFinding] = []
@@ -230,9 +264,9 @@ def _time_shares(ctx: GateContext, findings: dict[str, list[OpFinding]],
 # --- direct_tensor_inputs ------------------------------------------------------------------------
 
 def check_direct_inputs(ctx: GateContext) -> GateResult:
-    ctx.check_overrides(DIRECT_INPUTS_ARGS)
+    params = ctx.params(DirectInputsParams)
     signatures = ctx.signatures_under_gate()
-    entries = _allowlist(ctx, "string_input_allow", "input")
+    entries = _allowlist(ctx, params.allow, "string_input_allow", params.marker_allow)
     graph = model_graph(ctx)
     flagged: list[dict[str, Any]] = []
     allowed: list[dict[str, Any]] = []

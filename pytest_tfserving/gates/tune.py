@@ -7,47 +7,72 @@ Off unless asked (``--tfs-tune`` or ``--tfs-gates=tune``): a search serves many 
 
 from __future__ import annotations
 
-from dataclasses import fields, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from pytest_tfserving import option_parsers as p
 from pytest_tfserving.errors import ConfigError
 from pytest_tfserving.gates.context import GateContext
 from pytest_tfserving.gates.result import GateResult
-from pytest_tfserving.tune.runner import TuneSettings
+from pytest_tfserving.option_spec import option
+from pytest_tfserving.tune.runner import DEFAULT_BUDGET_S, TuneSettings
 from pytest_tfserving.tune.search import Outcome, Tried
 
-# marker keywords (``@pytest.mark.tfs_tune(budget_s=120)``): TuneSettings' fields
-ALLOWED = {f.name for f in fields(TuneSettings)}
+
+@dataclass(frozen=True)
+class TuneParams:
+    """The tune gate's options; the p99 budget and SLA rate default to the SLA gate's."""
+
+    enabled: bool = option(
+        "tune", False, p.boolean, "Add the tune gate to the default suite: search batching and "
+        "thread-pool configs (each served for real) for the highest QPS within the p99 budget.",
+        metavar="BOOL", marker="")
+    budget_s: float = option(
+        "tune_budget", DEFAULT_BUDGET_S, p.positive_float, "Tune gate: seconds for the whole "
+        "search (server starts included); too short for one trial is an error.",
+        metavar="SECONDS")
+    out: Path | None = option("tune_out", None, p.path, "Tune gate: write the recommended "
+                              "TF Serving batching parameters file here.", metavar="FILE")
+    max_gap: float = option(
+        "tune_max_gap", 0.2, p.fraction, "Tune gate: fail when the shipped config's QPS at the "
+        "p99 budget is more than this fraction below the best found.", metavar="FRACTION")
+    p99_ms: float | None = option("", None, p.positive_float,
+                                  "p99 budget in ms (default --tfs-sla-p99-ms)")
+    sla_qps: float | None = option("", None, p.positive_float,
+                                   "the SLA rate (default --tfs-sla-min-qps)")
+    screen_s: float | None = option("", None, p.positive_float,
+                                    "seconds per rate step while screening")
+    confirm_s: float | None = option("", None, p.positive_float,
+                                     "seconds per rate step while confirming")
+    est_screen_cost_s: float | None = option("", None, p.positive_float,
+                                             "estimated seconds of one screening trial")
+    est_confirm_cost_s: float | None = option("", None, p.positive_float,
+                                              "estimated seconds of one confirmation")
+    leaders: int | None = option("", None, p.positive_int, "screened leaders confirmed")
+    invariance_examples: int | None = option("", None, p.non_negative_int,
+                                             "examples of the batching invariance check")
 
 
 def settings_for(ctx: GateContext) -> TuneSettings:
-    """The search's settings: the SLA from the ``--tfs-sla-*`` options, the rest from the
-    gate's options (``--tfs-tune-budget``, ``--tfs-tune-out``, ``--tfs-tune-max-gap``) and the
-    marker's keywords on top."""
-    values: dict[str, Any] = {"p99_ms": ctx.option("sla_p99_ms"),
-                              "sla_qps": ctx.option("sla_min_qps")}
-    for key, option in (("budget_s", "tune_budget"), ("out", "tune_out"),
-                        ("max_gap", "tune_max_gap"), ("plot_dir", "plot"),
-                        ("signature", "sla_signature")):
-        try:
-            value = ctx.option(option)
-        except KeyError:  # an option this build does not declare: the default stands
-            continue
-        if value is not None:
-            values[key] = value
-    batch = ctx.option("sla_batch_size")
-    if batch:
-        values["batch_size"] = int(batch)
-    ctx.check_overrides(ALLOWED)
-    values.update(ctx.overrides)
-    for key in ("out", "plot_dir"):
-        if values.get(key) is not None:
-            values[key] = Path(values[key])
+    """The search's settings: the gate's options with the marker's keywords applied; the p99
+    budget, SLA rate, signature and request batch size from the SLA/load options."""
+    from pytest_tfserving.gates.sla import SlaParams
+
+    params = ctx.params(TuneParams)
+    load = ctx.settings.load
+    values: dict[str, object] = {
+        "p99_ms": ctx.settings.params(SlaParams).p99_ms, "sla_qps": load.min_qps,
+        "budget_s": params.budget_s, "max_gap": params.max_gap, "out": params.out,
+        "plot_dir": ctx.settings.core.plot, "signature": load.signature,
+        "batch_size": load.batch_size or None}
+    for name in ("p99_ms", "sla_qps", "screen_s", "confirm_s", "est_screen_cost_s",
+                 "est_confirm_cost_s", "leaders", "invariance_examples"):
+        if getattr(params, name) is not None:
+            values[name] = getattr(params, name)
+    settings = TuneSettings(**values)  # type: ignore[arg-type]
     try:
-        settings = replace(TuneSettings(), **values)
         settings.plan()
-    except (TypeError, ConfigError) as exc:
+    except ConfigError as exc:
         raise ConfigError(f"{ctx.origin}: {exc}") from None
     return settings
 
@@ -78,15 +103,12 @@ def verdict(outcome: Outcome, settings: TuneSettings) -> list[str]:
 
 
 def check(ctx: GateContext) -> GateResult:
-    from pytest_tfserving.load.runner import terminal_progress
     from pytest_tfserving.tune.output import details, plot, table, write_recommended
     from pytest_tfserving.tune.runner import tune_session
 
     settings = settings_for(ctx)
-    requests = None
-    if ctx.request is not None:
-        requests = ctx.request.getfixturevalue("tfs_requests")
-    progress = terminal_progress(ctx.config)
+    requests = ctx.fixture("tfs_requests") if ctx.fixture is not None else None
+    progress = ctx.progress
     outcome = tune_session(ctx.session, settings, requests=requests, progress=progress)
     lines = table(outcome)
     if progress is not None:

@@ -11,12 +11,15 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pytest_tfserving.errors import ConfigError
 from pytest_tfserving.model import Signature, TensorSpec
+
+if TYPE_CHECKING:
+    from pytest_tfserving.int8.int8_options import Int8Options
 
 Array = np.ndarray[Any, Any]
 DEFAULT_LABEL_KEY = "labels"
@@ -149,11 +152,8 @@ def validate(data: EvalData, signature: Signature) -> EvalData:
     return EvalData(inputs=inputs, labels=data.labels, source=data.source, ignored=ignored)
 
 
-def default_eval_data(config: Any) -> EvalData | None:
+def default_eval_data(int8: Int8Options) -> EvalData | None:
     """What the default ``tfs_eval_data`` fixture returns: --tfs-eval-data loaded, or None."""
-    from pytest_tfserving import options
-
-    path = options.value(config, "eval_data")
-    if path is None:
+    if not isinstance(int8.eval_data, (str, Path)):
         return None
-    return load_npz(Path(path), str(options.value(config, "int8_label_key")))
+    return load_npz(Path(int8.eval_data), int8.label_key)

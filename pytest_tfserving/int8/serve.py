@@ -3,7 +3,7 @@
 flatbuffer instead of the SavedModel).
 
 The copy keeps the original untouched (TF Serving reads the flatbuffer from the version dir
-itself) and is removed when pytest's config is cleaned up.
+itself) and is removed when the session closes.
 """
 
 from __future__ import annotations
@@ -14,11 +14,10 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pytest
-
 from pytest_tfserving.errors import ConfigError
 
 if TYPE_CHECKING:
+    from pytest_tfserving.int8.int8_options import Int8Options
     from pytest_tfserving.launchers.base import ServeConfig
     from pytest_tfserving.session import TFSSession
 
@@ -41,40 +40,37 @@ def stage_int8_version(version_dir: Path, version: int, model_name: str, tflite:
     return staged
 
 
-def int8_tflite_bytes(session: TFSSession, config: pytest.Config) -> bytes:
+def int8_tflite_bytes(session: TFSSession, int8: Int8Options) -> bytes:
     """--tfs-int8-model, else full-integer PTQ of the default signature, calibrated like the
     gate (eval data, else warmup records, else synthesized inputs)."""
-    from pytest_tfserving import options
     from pytest_tfserving.int8.eval_data import default_eval_data, validate
     from pytest_tfserving.int8.quantize import convert, representative_samples
 
-    artifact = options.value(config, "int8_model")
+    artifact = int8.int8_model
     if artifact is not None:
         try:
             return Path(artifact).read_bytes()
         except OSError as exc:
             raise ConfigError(f"Cannot read --tfs-int8-model {str(artifact)!r}: {exc}.") from None
     model = session.model()
-    name = options.value(config, "int8_signature") or "serving_default"
-    signature = model.signature(str(name))
-    data = default_eval_data(config)
+    signature = model.signature(int8.signature or "serving_default")
+    data = default_eval_data(int8)
     if data is not None:
         data = validate(data, signature)
-    samples, _ = representative_samples(str(options.value(config, "int8_calibration")),
-                                        int(options.value(config, "int8_samples")), signature,
+    samples, _ = representative_samples(int8.calibration, int8.samples, signature,
                                         model.version_dir, data)
     return convert(model.version_dir, signature, representative=samples)
 
 
-def int8_serve_config(session: TFSSession, config: pytest.Config) -> ServeConfig:
+def int8_serve_config(session: TFSSession, int8: Int8Options) -> ServeConfig:
     """The ServeConfig that serves the INT8 model (staged once per session)."""
     cached = session.cache.get(_CACHE_KEY)
     if cached is not None:
         return cached  # type: ignore[no-any-return]
     model = session.model()
-    tflite = int8_tflite_bytes(session, config)
+    tflite = int8_tflite_bytes(session, int8)
     root = Path(tempfile.mkdtemp(prefix="tfs-int8-serve-"))
-    config.add_cleanup(lambda: shutil.rmtree(root, ignore_errors=True))
+    session.add_cleanup(lambda: shutil.rmtree(root, ignore_errors=True))
     staged = stage_int8_version(model.version_dir, model.version, model.name, tflite, root)
     serve = dataclasses.replace(session.float_serve_config(), version_dir=staged,
                                 prefer_tflite=True, label="int8")

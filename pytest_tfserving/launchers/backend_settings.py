@@ -1,4 +1,4 @@
-"""Where-it-runs settings for the docker, binary and remote launchers, resolved once from options.
+"""Where-it-runs settings for the docker, binary and remote launchers, declared as options.
 
 Parsers here raise ``ValueError(reason)``; ``options`` adds the value and where it came from.
 Nothing here imports docker or TensorFlow.
@@ -11,10 +11,9 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    import pytest
+from pytest_tfserving import option_parsers as p
+from pytest_tfserving.option_spec import option
 
 # The official image, pinned: a gate result must not change because ``latest`` moved.
 DEFAULT_IMAGE = "tensorflow/serving:2.19.0"
@@ -60,20 +59,50 @@ def parse_rest_address(raw: str) -> str:
     return text
 
 
+def executable_file(raw: str) -> Path:
+    """The tensorflow_model_server to run: an existing executable file."""
+    path = Path(raw).expanduser()
+    if not path.is_file() or not os.access(path, os.X_OK):
+        raise ValueError("not an executable file; give the path of tensorflow_model_server (or "
+                         "leave it out to use the one on PATH)")
+    return path
+
+
 @dataclass(frozen=True)
 class BackendSettings:
     """Image(s), pull policy, resource limits, environment, binary and remote target."""
 
-    images: tuple[str, ...] = (DEFAULT_IMAGE,)
-    pull: str = "missing"
-    cpus: float | None = None
-    memory: str | None = None
-    env: tuple[tuple[str, str], ...] = ()
-    binary: Path | None = None
-    target: str | None = None
-    rest_target: str | None = None
+    images: tuple[str, ...] = option(
+        "image", None, p.text, "docker backend: TF Serving image; repeat to gate several tags "
+        f"(default: the pinned official {DEFAULT_IMAGE}).", metavar="IMAGE", multiple=True,
+        marker="")
+    pull: str = option("pull", "missing", p.choice(*PULL_POLICIES), "docker backend: pull the "
+                       "image never, when missing, or always.", metavar="never|missing|always",
+                       marker="")
+    cpus: float | None = option(
+        "cpus", None, p.positive_float, "docker backend: CPU limit of the container (e.g. 2 or "
+        "0.5), so SLA figures reflect production sizing.", metavar="N", marker="")
+    memory: str | None = option("memory", None, parse_memory, "docker backend: memory limit of "
+                                "the container (e.g. 2g).", metavar="SIZE", marker="")
+    env: tuple[tuple[str, str], ...] = option(
+        "env", None, parse_env_pair, "docker/binary backend: KEY=VALUE in the server's "
+        "environment (repeatable), e.g. LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc.so.4.",
+        metavar="KEY=VALUE", multiple=True, marker="")
+    binary: Path | None = option("binary", None, executable_file, "binary backend: path of "
+                                 "tensorflow_model_server (default: from PATH).", metavar="PATH",
+                                 marker="")
+    target: str | None = option(
+        "target", None, parse_host_port, "remote backend: gRPC HOST:PORT of an already running "
+        "TF Serving (nothing is launched).", metavar="HOST:PORT", marker="")
+    rest_target: str | None = option(
+        "rest_target", None, parse_rest_address, "remote backend: its REST address "
+        "(http://HOST:PORT), for metrics.", metavar="URL", marker="")
     # Labels every container of this pytest process carries (the sweep reads them back).
     session_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+
+    def __post_init__(self) -> None:
+        # Each image once, in the order given; the pinned official image when none is given.
+        object.__setattr__(self, "images", tuple(dict.fromkeys(self.images)) or (DEFAULT_IMAGE,))
 
     @property
     def image(self) -> str:
@@ -81,28 +110,3 @@ class BackendSettings:
 
     def env_dict(self) -> dict[str, str]:
         return dict(self.env)
-
-
-def resolve_backend_settings(config: pytest.Config) -> BackendSettings:
-    """Resolve the docker/binary/remote options (each validated by its parser)."""
-    from pytest_tfserving import options
-
-    images = tuple(dict.fromkeys(options.value(config, "image") or ())) or (DEFAULT_IMAGE,)
-    binary = options.value(config, "binary")
-    if binary is not None:
-        where = options.resolve(config, "binary").source
-        binary = Path(binary)
-        if not binary.is_file() or not os.access(binary, os.X_OK):
-            raise options.usage_error(
-                f"--tfs-binary={binary} is not an executable file; give the path of "
-                "tensorflow_model_server (or leave it out to use the one on PATH)", [where])
-    return BackendSettings(
-        images=images,
-        pull=options.value(config, "pull"),
-        cpus=options.value(config, "cpus"),
-        memory=options.value(config, "memory"),
-        env=tuple(options.value(config, "env") or ()),
-        binary=binary,
-        target=options.value(config, "target"),
-        rest_target=options.value(config, "rest_target"),
-    )

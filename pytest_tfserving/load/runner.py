@@ -1,5 +1,5 @@
-"""Load runs against a session's server with defaults from the ``--tfs-sla-*`` options: what the
-``tfs_load`` fixture returns and what the SLA gate uses.
+"""Load runs against a session's server with defaults from the load options (``--tfs-sla-*``):
+what the ``tfs_load`` fixture returns and what the SLA gate uses.
 
 ``runner(rate=500, duration=10)`` -> ``LoadResult``; ``runner.max_qps(p99_ms=20)`` -> ``MaxQps``.
 """
@@ -8,36 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pytest
-
-from pytest_tfserving import options
 from pytest_tfserving.errors import ConfigError
-from pytest_tfserving.load.generator import LoadResult, LoadSpec, run_load
+from pytest_tfserving.load.generator import LoadResult, run_load
+from pytest_tfserving.load.load_options import LoadOptions
 from pytest_tfserving.load.search import MaxQps, max_qps
 
 if TYPE_CHECKING:
     from pytest_tfserving.model import ModelInfo
     from pytest_tfserving.session import RunningServer
-
-
-def terminal_progress(config: pytest.Config) -> Callable[[str], None] | None:
-    """Progress lines on the terminal even while pytest captures the test's output."""
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is None or config.option.verbose < -1:
-        return None
-    capman = config.pluginmanager.get_plugin("capturemanager")
-
-    def write(line: str) -> None:
-        if capman is not None:
-            with capman.global_and_fixture_disabled():
-                reporter.write_line(line)
-        else:
-            reporter.write_line(line)
-
-    return write
 
 
 def default_signature(model: ModelInfo, chosen: str | None) -> str:
@@ -51,31 +31,11 @@ def default_signature(model: ModelInfo, chosen: str | None) -> str:
     return name
 
 
-def spec_from_options(config: pytest.Config, **changes: Any) -> LoadSpec:
-    """A LoadSpec from the --tfs-sla-* options, with keyword changes on top."""
-    concurrency = options.value(config, "sla_concurrency")
-    spec = LoadSpec(
-        rate=options.value(config, "sla_min_qps"),
-        mode="closed" if concurrency else "open",
-        arrival=options.value(config, "sla_arrival"),
-        concurrency=concurrency or 1,
-        duration_s=options.value(config, "sla_duration"),
-        warmup_s=options.value(config, "sla_warmup"),
-        stability_pct=options.value(config, "sla_stability_pct"),
-        max_windows=options.value(config, "sla_max_windows"),
-        timeout_s=options.value(config, "sla_timeout"),
-        workers=options.value(config, "sla_workers"),
-    )
-    from dataclasses import replace
-
-    return replace(spec, **changes).validate()
-
-
 @dataclass
 class LoadRunner:
     """Runs load against ``server`` (the session's default server unless told otherwise)."""
 
-    config: pytest.Config
+    options: LoadOptions
     model: ModelInfo
     server: RunningServer
     user_requests: Sequence[Any] | None = None
@@ -88,13 +48,12 @@ class LoadRunner:
         from pytest_tfserving.load.payloads import for_model
 
         model = model or self.model
-        sig = default_signature(model, signature or options.value(self.config, "sla_signature"))
+        sig = default_signature(model, signature or self.options.signature)
         if batch_size is None:
-            batch_size = options.value(self.config, "sla_batch_size") or None
-        npz: Path | None = options.value(self.config, "sla_requests")
+            batch_size = self.options.batch_size or None
         user = requests if requests is not None else self.user_requests
-        return for_model(model, self.server.model_name, sig, batch_size=batch_size, npz=npz,
-                         user_requests=user)
+        return for_model(model, self.server.model_name, sig, batch_size=batch_size,
+                         npz=self.options.requests, user_requests=user)
 
     def __call__(self, rate: float | None = None, duration: float | None = None, *,
                  concurrency: int | None = None, arrival: str | None = None,
@@ -118,7 +77,7 @@ class LoadRunner:
                            ("timeout_s", timeout), ("workers", workers)):
             if value is not None:
                 changes[key] = value
-        spec = spec_from_options(self.config, **changes)
+        spec = self.options.to_spec(**changes)
         target = server or self.server
         payloads, _ = self.payloads(signature, batch_size, requests)
         result = run_load(target.grpc_address, payloads, spec,

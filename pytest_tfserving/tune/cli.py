@@ -42,19 +42,12 @@ def add_parser(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from pytest_tfserving.batching import read_batching_file
     from pytest_tfserving.gates.tune import verdict
-    from pytest_tfserving.launchers.backend_settings import BackendSettings
-    from pytest_tfserving.session import TFSSession
-    from pytest_tfserving.settings import PLAYBOOK_BATCHING, Settings
     from pytest_tfserving.tune.output import details, plot, table, write_recommended
-    from pytest_tfserving.tune.runner import TuneSettings, tune_session
+    from pytest_tfserving.tune.runner import TuneSettings, standalone_session, tune_session
 
-    batching = read_batching_file(args.batching_file) if args.batching_file else \
-        PLAYBOOK_BATCHING
-    session = TFSSession(Settings(
-        model=args.model, model_name=None, backend=args.backend, report=None,
-        start_timeout=120, intra_op_threads=0, inter_op_threads=0, batching=batching,
-        batching_source=str(args.batching_file or "playbook defaults"), gates=("tune",),
-        signatures=(), serving=BackendSettings()))
+    batching = read_batching_file(args.batching_file) if args.batching_file else None
+    session = standalone_session(args.model, args.backend, batching,
+                                 str(args.batching_file or "playbook defaults"))
     settings = TuneSettings(p99_ms=args.p99_ms, sla_qps=args.min_qps, budget_s=args.budget,
                             max_gap=args.max_gap, out=args.out)
     try:

@@ -27,14 +27,15 @@ class TuneFixture:
     requests: Sequence[Any] | None = None
 
     def defaults(self) -> TuneSettings:
-        from pytest_tfserving import options
+        from pytest_tfserving.gates.sla import SlaParams
 
-        return TuneSettings(p99_ms=options.value(self.config, "sla_p99_ms"),
-                            sla_qps=options.value(self.config, "sla_min_qps"))
+        settings = self.session.settings
+        return TuneSettings(p99_ms=settings.params(SlaParams).p99_ms,
+                            sla_qps=settings.load.min_qps, plot_dir=settings.core.plot)
 
     def __call__(self, space: SearchSpace | None = None, current: Candidate | None = None,
                  **settings: Any) -> Outcome:
-        from pytest_tfserving.load.runner import terminal_progress
+        from pytest_tfserving.terminal import terminal_progress
 
         chosen = replace(self.defaults(), **settings)
         return tune_session(self.session, chosen, space=space, current=current,

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_tfserving.batching import BatchingParameters
 from pytest_tfserving.errors import ConfigError
 from pytest_tfserving.tune.search import Outcome, Plan, search
 from pytest_tfserving.tune.served import ServedTrial
@@ -61,6 +62,26 @@ class TuneSettings:
                     est_confirm_cost_s=self.est_confirm_cost_s, leaders=self.leaders)
 
 
+def standalone_session(model: Path, backend: str = "auto",
+                       batching: BatchingParameters | None = None,
+                       batching_source: str = "playbook defaults") -> TFSSession:
+    """A session outside pytest (the ``tune`` command, tests): every option at its default but
+    the model, the backend and the shipped batching (default: the playbook's)."""
+    from pytest_tfserving.batching_options import PLAYBOOK_BATCHING
+    from pytest_tfserving.core_options import CoreOptions
+    from pytest_tfserving.int8.int8_options import Int8Options
+    from pytest_tfserving.launchers.backend_settings import BackendSettings
+    from pytest_tfserving.load.load_options import LoadOptions
+    from pytest_tfserving.session import TFSSession
+    from pytest_tfserving.settings import Settings
+
+    settings = Settings(core=CoreOptions(model=model, backend=backend),
+                        backend=BackendSettings(),
+                        batching=batching if batching is not None else PLAYBOOK_BATCHING,
+                        batching_source=batching_source, load=LoadOptions(), int8=Int8Options())
+    return TFSSession(settings)
+
+
 def default_space(cores: int) -> SearchSpace:
     """TF Serving's knobs around its guidance: timeouts 0-10 ms, batch sizes 8-64, batch threads
     one or one per core, a padding ladder, intra-op threads TF's default or the cores, inter-op
@@ -98,7 +119,7 @@ def current_candidate(session: TFSSession) -> Candidate:
     """The config the session would ship: ``--tfs-batching-file`` (or the playbook defaults) and
     the ``--tfs-*-op-threads`` options."""
     s = session.settings
-    return Candidate(s.batching, s.intra_op_threads, s.inter_op_threads)
+    return Candidate(s.batching, s.core.intra_op_threads, s.core.inter_op_threads)
 
 
 def tune_session(session: TFSSession, settings: TuneSettings, *,
