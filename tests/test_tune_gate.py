@@ -80,3 +80,22 @@ def test_gate_through_pytest_writes_the_recommended_file(pytester: pytest.Pytest
     if info["recommended"]["batching"] is not None:
         assert read_batching_file(out).max_batch_size >= 32  # warmup records hold 32
     assert "qps@p99" in "\n".join(info["table"])
+
+
+def test_tune_joins_the_default_suite_only_when_asked(pytester: pytest.Pytester,
+                                                      ctr_direct: Path) -> None:
+    base = [f"--tfs-model={ctr_direct}", "--collect-only", "-q", "-p", "no:cacheprovider"]
+    plain = pytester.runpytest_subprocess(*base).stdout.str()
+    assert "test_gate[sla]" in plain and "test_gate[tune]" not in plain
+    asked = pytester.runpytest_subprocess(*base, "--tfs-tune").stdout.str()
+    assert "test_gate[tune]" in asked
+    named = pytester.runpytest_subprocess(*base, "--tfs-gates=tune").stdout.str()
+    assert "test_gate[tune]" in named and "test_gate[sla]" not in named
+
+
+def test_a_backend_that_cannot_serve_any_candidate_says_so() -> None:
+    out = Outcome(Plan(budget_s=100))
+    out.tried = [Tried(BEST, "screen", TrialResult(0.0, error="server did not start: boom"))]
+    failures = verdict(out, TuneSettings())
+    assert failures == ["no candidate could be served (the backend could not start or restart "
+                        "a server): server did not start: boom"]

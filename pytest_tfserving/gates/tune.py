@@ -88,6 +88,10 @@ def _side(t: Tried | None) -> str:
 
 def verdict(outcome: Outcome, settings: TuneSettings) -> list[str]:
     """The reasons the release fails (empty: it passes)."""
+    errors = [t.result.error for t in outcome.tried if t.result.error]
+    if outcome.recommended is None and errors and len(errors) == len(outcome.tried):
+        return [f"no candidate could be served (the backend could not start or restart a "
+                f"server): {errors[0]}"]
     if outcome.recommended is None:
         return [f"no config tried holds p99 <= {settings.p99_ms:g} ms at any rate (or every "
                 "one was disqualified); relax --tfs-sla-p99-ms or fix the model's latency"]
