@@ -178,8 +178,8 @@ class _Search:
         return tried
 
     def descend(self, start: list[Candidate], reserve: float) -> None:
-        for cand in start:
-            self.screen(cand, reserve)
+        for cand in start:  # the guidance itself (off, batching as TF Serving advises) is
+            self.screen(cand, 0.0)  # always screened while any budget is left
         for _ in range(self.plan.max_passes):
             improved = False
             for dim in DIMENSIONS:
