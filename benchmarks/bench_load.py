@@ -47,11 +47,9 @@ from pytest_tfserving.batching import BatchingParameters  # noqa: E402
 from pytest_tfserving.batching_options import PLAYBOOK_BATCHING  # noqa: E402
 from pytest_tfserving.deadline import Deadline  # noqa: E402
 from pytest_tfserving.launchers.base import ServeConfig  # noqa: E402
-from pytest_tfserving.load.generator import (  # noqa: E402
-    LAG_LIMIT_MS,
-    LoadSpec,
-    run_load,
-)
+from pytest_tfserving.load.driver import run_load  # noqa: E402
+from pytest_tfserving.load.result import LAG_LIMIT_MS  # noqa: E402
+from pytest_tfserving.load.spec import LoadSpec  # noqa: E402
 from pytest_tfserving.model import inspect_model  # noqa: E402
 
 MODELS = ROOT / "fixtures" / "models"

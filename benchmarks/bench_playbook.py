@@ -54,9 +54,11 @@ from bench_load import bundled  # noqa: E402  (same folder: run as a script)
 
 from pytest_tfserving.batching import BatchingParameters  # noqa: E402
 from pytest_tfserving.batching_options import PLAYBOOK_BATCHING  # noqa: E402
-from pytest_tfserving.load.generator import LoadResult, LoadSpec, run_load  # noqa: E402
+from pytest_tfserving.load.driver import run_load  # noqa: E402
 from pytest_tfserving.load.payloads import predict_bytes  # noqa: E402
+from pytest_tfserving.load.result import LoadResult  # noqa: E402
 from pytest_tfserving.load.search import max_qps  # noqa: E402
+from pytest_tfserving.load.spec import LoadSpec  # noqa: E402
 from pytest_tfserving.model import inspect_model  # noqa: E402
 
 MODELS = ROOT / "fixtures" / "models"

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pytest_tfserving.load.h2grpc import (  # noqa: E402
+from pytest_tfserving.load.h2frames import (  # noqa: E402
     CONTINUATION,
     DATA,
     DEFAULT_WINDOW,

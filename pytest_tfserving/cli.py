@@ -1,5 +1,5 @@
-"""Command line: ``python -m pytest_tfserving warmup make|inspect ...`` and ``tune --model M``
-(also ``pytest-tfserving``).
+"""The ``python -m pytest_tfserving`` command line (also ``pytest-tfserving``): ``warmup make``,
+``warmup inspect`` and ``tune --model M``.
 
 Exit status: 0 done / file valid, 1 the file has problems, 2 bad arguments or unreadable input.
 """
@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _make(args: argparse.Namespace) -> int:
     from pytest_tfserving.model import inspect_model
-    from pytest_tfserving.warmup_file import make_warmup_file, validate_warmup_file, warmup_plan
+    from pytest_tfserving.warmup_make import make_warmup_file, warmup_plan
+    from pytest_tfserving.warmup_validation import validate_warmup_file
 
     if args.records is not None and args.from_npz is None:
         raise TFServingError("--records goes with --from-npz; with --synthetic N, N is the "
@@ -116,7 +117,7 @@ def _make(args: argparse.Namespace) -> int:
 
 def _inspect(args: argparse.Namespace) -> int:
     from pytest_tfserving.model import inspect_model
-    from pytest_tfserving.warmup_file import inspect_warmup_file
+    from pytest_tfserving.warmup_report import inspect_warmup_file
 
     path: Path = args.path
     model = inspect_model(args.model) if args.model is not None else None
@@ -124,7 +125,7 @@ def _inspect(args: argparse.Namespace) -> int:
         model = model or inspect_model(path)
         path = model.warmup_file
     if model is not None and not path.is_file():
-        from pytest_tfserving.warmup_file import validate_warmup_file
+        from pytest_tfserving.warmup_validation import validate_warmup_file
 
         for problem in validate_warmup_file(model, path):
             print(f"PROBLEM {problem}")

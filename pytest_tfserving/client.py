@@ -134,7 +134,7 @@ class TFServingClient:
             if deadline.expired():
                 raise ServerTimeoutError(
                     f"{what[0].upper()}{what[1:]} at {self.grpc_address} was not AVAILABLE "
-                    f"after {deadline.total_s:.0f} s "
+                    f"after {deadline.total_s:.3g} s "
                     f"(last status: {last}). Raise --tfs-start-timeout if the model is large, "
                     "or check the log below."
                 )

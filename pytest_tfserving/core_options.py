@@ -95,6 +95,10 @@ class CoreOptions:
     baseline_model: Path | None = option(
         "baseline_model", None, p.path, "Production baseline SavedModel: the SLA gate runs the "
         "same load against it in the same session and compares.", metavar="PATH", marker="")
+    inconclusive: str = option(
+        "inconclusive", "fail", p.choice("fail", "warn"), "What a gate that measured but could "
+        "not decide at the required confidence (verdict INCONCLUSIVE) does to the release: fail "
+        "it (default) or warn and let it pass.", metavar="fail|warn", marker="")
     plot: Path | None = option(
         "plot", None, p.path, "Write latency plots (PNG) into DIR: percentiles, and latency vs "
         "throughput from a short extra rate sweep per SLA gate (needs matplotlib).",

@@ -1,4 +1,5 @@
-"""Op inventory of a SavedModel and reachability from a signature's outputs (pure analysis).
+"""A SavedModel's serving graph: what runs when a signature is called (reachability from its
+outputs, its inputs cut out), its string ops, and each input's graph dtype (pure analysis).
 
 What runs when TF Serving answers a signature is what is reachable from the signature's output
 tensors, with the signature's input tensors cut out:
@@ -25,76 +26,24 @@ tensors, with the signature's input tensors cut out:
   site's inputs in the caller instead.
 
 Nodes not reachable this way (the checkpoint saver's ``StringJoin``/``SaveV2``/``RestoreV2``,
-initializers) are never reported.
-
-A reachable node is a *string op* when one of its inputs, outputs or type attributes is
-``DT_STRING`` (resolved from TF's OpDef registry plus the node's attributes), or when its op type
-is one of the string-heavy families below. Ops missing from the registry (custom ops such as
-tf-text's) are reported as *unknown*: they cannot be checked, so they are never silently passed.
-
-Only the OpDef registry needs TensorFlow; it is imported lazily (the first call costs ~5 s).
+initializers) are never reported. What counts as a string op is :mod:`pytest_tfserving.op_kinds`.
 """
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from pytest_tfserving.errors import ModelError
+from pytest_tfserving.op_kinds import base_dtype, classify, dtype_name, op_def, output_types
 
 TOP_LEVEL = "<top-level graph>"
-STRING_DTYPE = "DT_STRING"
-_DT_STRING, _DT_STRING_REF = 7, 107
-_REF_OFFSET = 100  # DT_FLOAT_REF == DT_FLOAT + 100 (types.proto)
 CONTROL = -1  # the "output index" of a control edge ("^node")
 # Ops whose outgoing control edges TF moves to the feed node when one of their outputs is fed.
 _FEED_MOVES_CONTROL_EDGES = frozenset({"Placeholder", "PlaceholderV2"})
 _MAX_CALL_DEPTH = 64
-
-# String-heavy op families (globs on the op type): the playbook's latency killers.
-STRING_FAMILIES: dict[str, str] = {
-    "ParseExample*": "tf.Example parsing",
-    "ParseSingleExample": "tf.Example parsing",
-    "ParseSequenceExample*": "tf.SequenceExample parsing",
-    "ParseSingleSequenceExample": "tf.SequenceExample parsing",
-    "DecodeCSV": "CSV parsing",
-    "DecodeJSONExample": "JSON tf.Example parsing",
-    "DecodeProto*": "proto parsing",
-    "EncodeProto": "proto serialization",
-    "AsString": "number-to-string conversion",
-    "StringToNumber": "string-to-number conversion",
-    "StringToHashBucket*": "string hashing",
-    "_TensorToHashBucketFast": "string hashing (Grappler-fused AsString + hash)",
-    "StringSplit*": "string splitting",
-    "Regex*": "regular expression",
-    "StaticRegex*": "regular expression",
-    "Substr": "substring",
-    "StringFormat": "string formatting",
-    "ReduceJoin": "string joining",
-    "StringJoin": "string joining",
-    "String*": "string manipulation",
-    "Unicode*": "unicode processing",
-    "DecodeBase64": "base64", "EncodeBase64": "base64",
-    "*HashTable*": "lookup table",
-    "LookupTable*": "lookup table",
-    "InitializeTable*": "lookup table",
-}
-
-# Ops that only move a tensor (or call a function we descend into): a DT_STRING on them is not
-# string work by itself; whatever consumes the strings is reported instead.
-CARRIER_OPS = frozenset({
-    "Const", "HostConst", "Placeholder", "PlaceholderWithDefault", "Identity", "IdentityN",
-    "NoOp", "_Arg", "_Retval", "_DeviceArg", "_DeviceRetval", "StopGradient", "Snapshot",
-    "Switch", "Merge", "Enter", "Exit", "NextIteration", "RefSwitch", "RefMerge", "RefEnter",
-    "RefExit", "RefNextIteration", "LoopCond", "ControlTrigger",
-})
-CALL_OPS = frozenset({
-    "PartitionedCall", "StatefulPartitionedCall", "If", "StatelessIf", "While", "StatelessWhile",
-    "Case", "StatelessCase", "_If", "_While", "RemoteCall", "SymbolicGradient",
-})
 
 
 @dataclass(frozen=True)
@@ -151,107 +100,6 @@ class SignatureReach:
         return {r.node.op for r in self.nodes}
 
 
-# --- OpDef registry (lazy TF import) ---------------------------------------------------------
-
-def op_def(op_type: str) -> Any | None:
-    """The registered OpDef for ``op_type``, or None when TF does not know the op."""
-    from tensorflow.python.framework import op_def_registry
-
-    return op_def_registry.get(op_type)
-
-
-def _dtype_name(value: int) -> str:
-    from tensorflow.core.framework import types_pb2
-
-    try:
-        return str(types_pb2.DataType.Name(value))
-    except ValueError:
-        return f"dtype#{value}"
-
-
-def _is_string(dtype: int) -> bool:
-    return dtype in (_DT_STRING, _DT_STRING_REF)
-
-
-def _attr(node: Any, definition: Any | None, name: str) -> Any | None:
-    """The node's attribute ``name``, else the OpDef default (SavedModels strip defaults)."""
-    if name in node.attr:
-        return node.attr[name]
-    if definition is not None:
-        for attr_def in definition.attr:
-            if attr_def.name == name and attr_def.HasField("default_value"):
-                return attr_def.default_value
-    return None
-
-
-def _arg_types(node: Any, definition: Any, arg: Any) -> list[int]:
-    if arg.type:
-        return [arg.type]
-    if arg.type_attr:
-        value = _attr(node, definition, arg.type_attr)
-        return [value.type] if value is not None else []
-    if arg.type_list_attr:
-        value = _attr(node, definition, arg.type_list_attr)
-        return list(value.list.type) if value is not None else []
-    return []
-
-
-def string_evidence(node: Any, definition: Any | None) -> list[str]:
-    """Why ``node`` carries DT_STRING: its inputs/outputs per the OpDef, then type attributes."""
-    evidence: list[str] = []
-    if definition is not None:
-        for label, args in (("input", definition.input_arg), ("output", definition.output_arg)):
-            names = [a.name for a in args
-                     if any(_is_string(t) for t in _arg_types(node, definition, a))]
-            if names:
-                plural = "s" if len(names) > 1 else ""
-                evidence.append(f"{label}{plural} {', '.join(repr(n) for n in names)} DT_STRING")
-        if evidence:
-            return evidence
-    for name in sorted(node.attr):
-        value = node.attr[name]
-        kind = value.WhichOneof("value")
-        if kind == "type" and _is_string(value.type):
-            evidence.append(f"attr '{name}' is DT_STRING")
-        elif kind == "list" and any(_is_string(t) for t in value.list.type):
-            evidence.append(f"attr '{name}' lists DT_STRING")
-    return evidence
-
-
-def string_family(op_type: str) -> str | None:
-    for pattern, family in STRING_FAMILIES.items():
-        if fnmatch.fnmatchcase(op_type, pattern):
-            return family
-    return None
-
-
-def _output_types(node: Any, definition: Any) -> list[int]:
-    """The dtype of each output of ``node``, in output-index order (refs as ``*_REF``)."""
-    out: list[int] = []
-    for arg in definition.output_arg:
-        if arg.number_attr:
-            count = _attr(node, definition, arg.number_attr)
-            base = _arg_types(node, definition, arg)
-            if count is None or len(base) != 1:
-                raise LookupError(f"output {arg.name!r}: attr {arg.number_attr!r} or its type "
-                                  "is missing")
-            types = base * int(count.i)
-        elif arg.type_list_attr:
-            if _attr(node, definition, arg.type_list_attr) is None:
-                raise LookupError(f"output {arg.name!r}: attr {arg.type_list_attr!r} missing")
-            types = _arg_types(node, definition, arg)
-        else:
-            types = _arg_types(node, definition, arg)
-            if len(types) != 1:
-                raise LookupError(f"output {arg.name!r}: attr {arg.type_attr!r} missing")
-        out += [t + _REF_OFFSET if arg.is_ref and t < _REF_OFFSET else t for t in types]
-    return out
-
-
-def _base_dtype(dtype: int) -> int:
-    return dtype - _REF_OFFSET if dtype > _REF_OFFSET else dtype
-
-
 @dataclass(frozen=True)
 class InputDtype:
     """A signature input's declared dtype against the dtype of the graph tensor it names."""
@@ -273,40 +121,6 @@ class InputDtype:
         return {"signature": self.signature, "input": self.key, "tensor": self.tensor,
                 "declared_dtype": self.declared, "graph_dtype": self.graph,
                 "problem": self.problem, "note": self.note}
-
-
-@dataclass(frozen=True)
-class Classification:
-    kind: str  # "string" | "unknown" | "clean"
-    dtype: str
-    reason: str
-    family: str | None
-
-
-def classify(node: Any, is_function_call: bool = False) -> Classification:
-    """Whether one node is a string op, an unknown op, or clean."""
-    op_type = node.op
-    if is_function_call or op_type in CALL_OPS:
-        return Classification("clean", "", "function call (its body is analysed)", None)
-    definition = op_def(op_type)
-    family = string_family(op_type)
-    evidence = string_evidence(node, definition)
-    if definition is None:
-        detail = "; ".join(evidence) if evidence else "its dtypes cannot be resolved"
-        return Classification("unknown", STRING_DTYPE if evidence else "unknown",
-                              f"op {op_type!r} is not in TF's op registry (custom op?); {detail}",
-                              family)
-    if op_type in CARRIER_OPS:
-        return Classification("clean", "", "carrier op", None)
-    if evidence:
-        reason = "; ".join(evidence)
-        if family:
-            reason += f" ({family})"
-        return Classification("string", STRING_DTYPE, reason, family)
-    if family:
-        return Classification("string", STRING_DTYPE, f"string-heavy op family ({family})",
-                              family)
-    return Classification("clean", "", "", None)
 
 
 # --- the graph -----------------------------------------------------------------------------------
@@ -485,7 +299,7 @@ class SavedModelGraph:
             return None, (f"op {node.op!r} is not in TF's op registry, so the dtype of "
                           f"{tensor!r} is unknown"), False
         try:
-            types = _output_types(node, definition)
+            types = output_types(node, definition)
         except LookupError as exc:
             return None, f"{node.op} node {name!r}: {exc}", False
         if index >= len(types):
@@ -507,15 +321,15 @@ class SavedModelGraph:
         for key, info in sorted(self.meta_graph.signature_def[signature].inputs.items()):
             if info.WhichOneof("encoding") != "name":
                 continue
-            declared = _dtype_name(info.dtype)
+            declared = dtype_name(info.dtype)
             dtype, why, broken = self.tensor_dtype(info.name)
             if dtype is None:
                 out.append(InputDtype(signature, key, info.name, declared, None,
                                       why if broken else None, "" if broken else why))
                 continue
-            graph = _dtype_name(_base_dtype(dtype))
+            graph = dtype_name(base_dtype(dtype))
             problem = None
-            if _base_dtype(dtype) != _base_dtype(info.dtype):
+            if base_dtype(dtype) != base_dtype(info.dtype):
                 problem = (f"the signature declares {declared} but graph tensor {info.name!r} "
                            f"is {graph}")
             out.append(InputDtype(signature, key, info.name, declared, graph, problem))
@@ -562,8 +376,6 @@ class SavedModelGraph:
 
 
 def _with_runtime_names(finding: OpFinding, names: list[str]) -> OpFinding:
-    from dataclasses import replace
-
     return replace(finding, runtime_names=tuple(dict.fromkeys(names)))
 
 
@@ -573,72 +385,3 @@ def _is_stateful(op_type: str, library: Mapping[str, Any]) -> bool:
     definition = op_def(op_type)
     return bool(definition is not None and definition.is_stateful and op_type != "_Arg")
 
-
-# --- allowlists ----------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class AllowEntry:
-    """One allowlist entry: an op-type glob, a node-name glob or an input-name glob + reason."""
-
-    kind: str  # "op" | "node" | "input"
-    pattern: str
-    reason: str
-    source: str = ""
-
-    @property
-    def text(self) -> str:
-        prefix = "glob:" if self.kind == "node" else ""
-        return f"{prefix}{self.pattern}={self.reason}"
-
-    def matches(self, finding: OpFinding) -> bool:
-        if self.kind == "op":
-            return fnmatch.fnmatchcase(finding.op_type, self.pattern)
-        if self.kind == "node":
-            names = (finding.node, finding.where, *finding.runtime_names)
-            return any(fnmatch.fnmatchcase(n, self.pattern) for n in names)
-        return False
-
-    def matches_input(self, signature: str, key: str) -> bool:
-        return any(fnmatch.fnmatchcase(n, self.pattern) for n in (key, f"{signature}/{key}"))
-
-    def as_dict(self) -> dict[str, str]:
-        return {"kind": self.kind, "pattern": self.pattern, "reason": self.reason,
-                "source": self.source}
-
-
-def parse_allow_entry(raw: str, kind: str, source: str = "") -> AllowEntry:
-    """``OpType=reason``, ``glob:node/name/*=reason`` (kind "op"), or ``input=reason``."""
-    text = raw.strip()
-    pattern, sep, reason = text.partition("=")
-    pattern, reason = pattern.strip(), reason.strip()
-    if kind == "op" and pattern.startswith("glob:"):
-        kind, pattern = "node", pattern[len("glob:"):].strip()
-    example = ("AsString=legacy ids until v3 or glob:*/preprocess/*=reason" if kind != "input"
-               else "examples=classify API needs tf.Example")
-    if not sep or not pattern or not reason:
-        raise ValueError(
-            f"allowlist entry {text!r} needs PATTERN=REASON with both parts non-empty (the "
-            f"reason is shown in the report), e.g. {example!r}")
-    return AllowEntry(kind, pattern, reason, source)
-
-
-def parse_allowlist(raw: str, kind: str, source: str = "") -> tuple[AllowEntry, ...]:
-    """Entries separated by ';' or newlines (reasons may contain spaces and commas)."""
-    parts = [p for line in raw.splitlines() for p in line.split(";") if p.strip()]
-    return tuple(parse_allow_entry(p, kind, source) for p in parts)
-
-
-def allow_entries(value: Any, kind: str, source: str) -> tuple[AllowEntry, ...]:
-    """A marker's ``allow=``: a string, a list of strings, or a {pattern: reason} dict."""
-    if value is None:
-        return ()
-    if isinstance(value, AllowEntry):
-        return (value,)
-    if isinstance(value, str):
-        return parse_allowlist(value, kind, source)
-    if isinstance(value, Mapping):
-        return tuple(parse_allow_entry(f"{k}={v}", kind, source) for k, v in value.items())
-    if isinstance(value, Iterable):
-        return tuple(e for item in value for e in allow_entries(item, kind, source))
-    raise ValueError(f"allow={value!r} ({type(value).__name__}) is not an allowlist; pass a list "
-                     "of 'PATTERN=reason' strings or a {pattern: reason} dict")

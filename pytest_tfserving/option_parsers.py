@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def boolean(raw: str) -> bool:
@@ -17,62 +18,50 @@ def boolean(raw: str) -> bool:
 
 
 def _number(raw: str) -> float:
-    value = float(raw)
-    if value != value:  # NaN passes every comparison below
-        raise ValueError("must be a number, not NaN")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("must be a number") from None
+    if value != value or value in (float("inf"), float("-inf")):  # NaN passes every comparison
+        raise ValueError("must be a finite number")
     return value
 
 
-def positive_float(raw: str) -> float:
-    value = _number(raw)
-    if not value > 0:
-        raise ValueError("must be a number > 0")
-    return value
+def _bounded(convert: Callable[[str], Any], ok: Callable[[Any], bool],
+             reason: str) -> Callable[[str], Any]:
+    """A parser: ``convert`` the text, then require ``ok`` of the value (else ``reason``)."""
+    def parse(raw: str) -> Any:
+        value = convert(raw)
+        if not ok(value):
+            raise ValueError(reason)
+        return value
+
+    return parse
 
 
-def non_negative_float(raw: str) -> float:
-    value = _number(raw)
-    if value < 0:
-        raise ValueError("must be a number >= 0")
-    return value
+positive_float: Callable[[str], float] = _bounded(_number, lambda v: v > 0, "must be a number > 0")
+non_negative_float: Callable[[str], float] = _bounded(_number, lambda v: v >= 0,
+                                                      "must be a number >= 0")
+fraction: Callable[[str], float] = _bounded(_number, lambda v: 0 <= v <= 1,
+                                            "must be a fraction between 0 and 1")
+open_fraction: Callable[[str], float] = _bounded(_number, lambda v: 0 < v < 1,
+                                                 "must be a fraction strictly between 0 and 1")
 
 
 def _integer(raw: str) -> int:
     try:
         return int(raw)
     except ValueError:
-        value = float(raw)  # "4.0" from a marker's 4.0 is a whole number; "4.5" is not
-        if value != int(value):
+        value = _number(raw)  # "4.0" from a marker's 4.0 is a whole number; "4.5" is not
+        if value in (float("inf"), float("-inf")) or value != int(value):
             raise ValueError("must be a whole number") from None
         return int(value)
 
 
-def non_negative_int(raw: str) -> int:
-    value = _integer(raw)
-    if value < 0:
-        raise ValueError("must be an integer >= 0")
-    return value
-
-
-def positive_int(raw: str) -> int:
-    value = _integer(raw)
-    if value < 1:
-        raise ValueError("must be an integer >= 1")
-    return value
-
-
-def fraction(raw: str) -> float:
-    value = _number(raw)
-    if not 0 <= value <= 1:
-        raise ValueError("must be a fraction between 0 and 1")
-    return value
-
-
-def open_fraction(raw: str) -> float:
-    value = _number(raw)
-    if not 0 < value < 1:
-        raise ValueError("must be a fraction strictly between 0 and 1")
-    return value
+non_negative_int: Callable[[str], int] = _bounded(_integer, lambda v: v >= 0,
+                                                  "must be an integer >= 0")
+positive_int: Callable[[str], int] = _bounded(_integer, lambda v: v >= 1,
+                                              "must be an integer >= 1")
 
 
 def int_list(raw: str) -> tuple[int, ...]:

@@ -1,4 +1,4 @@
-"""Reads GateResults and presents them: terminal table and JSON. Never decides a verdict."""
+"""Presenting GateResults: the terminal table and the JSON report (it never decides a verdict)."""
 
 from __future__ import annotations
 

@@ -28,8 +28,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_tfserving.graph import OpFinding, classify
+from pytest_tfserving.graph import OpFinding
 from pytest_tfserving.model import ModelInfo, Signature
+from pytest_tfserving.op_kinds import classify
 
 METHOD = "tf.compat.v1.Session + RunOptions(FULL_TRACE) step_stats"
 DEFAULT_RUNS = 50
@@ -154,59 +155,89 @@ def _measure_one(session: Any, meta_graph: Any, model: ModelInfo, signature: Sig
     fetches = {k: v.name for k, v in sig_def.outputs.items()}
     feeds = [{sig_def.inputs[k].name: v for k, v in request.items() if k in sig_def.inputs}
              for request in requests]
+    started = time.perf_counter()
+    try:
+        traces = _run_traced(session, fetches, feeds, runs)
+    except (tf.errors.OpError, ValueError, TypeError) as exc:
+        return TimeShare(signature.name, measured=False, requests=source,
+                         note=f"running the signature failed: {_failure_reason(exc)[:300]}")
+    elapsed = time.perf_counter() - started
+    static_names = {n for f in findings if f.kind == "string" for n in f.runtime_names}
+    share = _string_share(signature.name, _node_times(traces), static_names, runs)
+    share.requests = source
+    share.note = f"{runs} traced runs in {elapsed:.2f}s"
+    return share
+
+
+def _run_traced(session: Any, fetches: Mapping[str, str], feeds: list[dict[str, Any]],
+                runs: int) -> list[Any]:
+    """The RunMetadata of ``runs`` traced runs, after a few untraced warmup runs."""
+    import tensorflow as tf
+
     options = tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE,
                                       output_partition_graphs=True)
-    static_names = {n for f in findings if f.kind == "string" for n in f.runtime_names}
-    executed: dict[str, Any] = {}
-    per_node: dict[str, float] = {}
-    node_ops: dict[str, str] = {}
-    total = 0.0
-    started = time.perf_counter()
+    for i in range(_WARMUP_RUNS):
+        session.run(fetches, feeds[i % len(feeds)])
     traces: list[Any] = []
-    try:
-        for i in range(_WARMUP_RUNS):
-            session.run(fetches, feeds[i % len(feeds)])
-        with _without_profiler_logs():
-            for i in range(runs):
-                metadata = tf.compat.v1.RunMetadata()
-                session.run(fetches, feeds[i % len(feeds)], options=options,
-                            run_metadata=metadata)
-                traces.append(metadata)
-    except (tf.errors.OpError, ValueError, TypeError) as exc:
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        reason = next((line for line in reversed(lines) if not line.startswith(
-            ("[[", "Detected at node", "Graph execution error"))), type(exc).__name__)
-        return TimeShare(signature.name, measured=False, requests=source,
-                         note=f"running the signature failed: {reason[:300]}")
-    elapsed = time.perf_counter() - started
+    with _without_profiler_logs():
+        for i in range(runs):
+            metadata = tf.compat.v1.RunMetadata()
+            session.run(fetches, feeds[i % len(feeds)], options=options, run_metadata=metadata)
+            traces.append(metadata)
+    return traces
+
+
+def _failure_reason(exc: Exception) -> str:
+    """The line of a TF error that says what went wrong (not the node trace around it)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return next((line for line in reversed(lines) if not line.startswith(
+        ("[[", "Detected at node", "Graph execution error"))), type(exc).__name__)
+
+
+@dataclass
+class _NodeTimes:
+    """Per-node times summed over traced runs, with the executed NodeDefs by name."""
+
+    executed: dict[str, Any] = field(default_factory=dict)
+    per_node: dict[str, float] = field(default_factory=dict)  # us over all runs
+    node_ops: dict[str, str] = field(default_factory=dict)
+    total: float = 0.0
+
+
+def _node_times(traces: Iterable[Any]) -> _NodeTimes:
+    times = _NodeTimes()
     for metadata in traces:
-        for partition in metadata.partition_graphs:
+        partitions = [*metadata.partition_graphs,
+                      *(p for f in metadata.function_graphs for p in f.partition_graphs)]
+        for partition in partitions:
             for node in partition.node:
-                executed.setdefault(node.name, node)
-        for function_graph in metadata.function_graphs:
-            for partition in function_graph.partition_graphs:
-                for node in partition.node:
-                    executed.setdefault(node.name, node)
+                times.executed.setdefault(node.name, node)
         for device in metadata.step_stats.dev_stats:
             for stats in device.node_stats:
                 if stats.node_name in _SKIP_NODES:
                     continue
                 us = _node_us(stats)
-                total += us
-                per_node[stats.node_name] = per_node.get(stats.node_name, 0.0) + us
-                node_ops.setdefault(stats.node_name, _op_type(stats, executed))
+                times.total += us
+                times.per_node[stats.node_name] = times.per_node.get(stats.node_name, 0.0) + us
+                times.node_ops.setdefault(stats.node_name, _op_type(stats, times.executed))
+    return times
+
+
+def _string_share(signature: str, times: _NodeTimes, static_names: set[str],
+                  runs: int) -> TimeShare:
+    """The string nodes' share of the traced time, with the top five string nodes."""
+    per_node, total = times.per_node, times.total
     string_nodes = {name for name in per_node
-                    if name in static_names
-                    or (name in executed and classify(executed[name]).kind == "string")}
+                    if name in static_names or (name in times.executed and
+                                                classify(times.executed[name]).kind == "string")}
     string_us = sum(per_node[n] for n in string_nodes)
     top = sorted(string_nodes, key=lambda n: -per_node[n])[:5]
     return TimeShare(
-        signature.name, measured=True,
+        signature, measured=True,
         share=(string_us / total) if total > 0 else 0.0,
-        string_us=string_us / runs, total_us=total / runs, runs=runs, requests=source,
-        top_string_ops=[{"node": n, "op_type": node_ops.get(n, "?"),
+        string_us=string_us / runs, total_us=total / runs, runs=runs,
+        top_string_ops=[{"node": n, "op_type": times.node_ops.get(n, "?"),
                          "us_per_run": round(per_node[n] / runs, 1),
                          "share": round(per_node[n] / total, 4) if total else 0.0} for n in top],
-        note=f"{runs} traced runs in {elapsed:.2f}s",
         per_node_us={n: per_node[n] / runs for n in string_nodes},
     )

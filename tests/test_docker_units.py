@@ -110,7 +110,8 @@ def test_auto_without_engine_picks_the_binary_on_path(monkeypatch, tmp_path):
     (["--tfs-env=NOEQUALS"], "Invalid value 'NOEQUALS' for --tfs-env from command line"),
     (["--tfs-pull=sometimes"], "expected one of never, missing, always"),
     (["--tfs-binary=/nonexistent/tensorflow_model_server"],
-     "--tfs-binary=/nonexistent/tensorflow_model_server is not an executable file"),
+     "Invalid value '/nonexistent/tensorflow_model_server' for --tfs-binary*not an executable "
+     "file"),
 ])
 def test_bad_backend_options_are_usage_errors(pytester, args, expected):
     pytester.makepyfile("def test_x():\n    pass\n")

@@ -189,6 +189,17 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=300, check=False)
 
 
+def _copy(pytester: pytest.Pytester, foreign: dict[str, Path], name: str) -> Path:
+    """A writable copy of stand-in ``name`` (warmup make writes into the version dir)."""
+    base = pytester.path / name
+    shutil.copytree(foreign[name], base)
+    return base
+
+
+def _warmup_make(base: Path, records: int, *more: str) -> subprocess.CompletedProcess[str]:
+    return _cli("warmup", "make", "--model", str(base), "--synthetic", str(records), *more)
+
+
 def _kinds(warmup_file: Path) -> dict[str, set[str]]:
     """Record kinds per signature in a warmup file."""
     from tensorflow_serving.apis import prediction_log_pb2
@@ -294,9 +305,8 @@ def test_tf1_zero_padded_model_with_1d_input_and_tf_example_signatures(
 
 def test_warmup_make_on_zero_padded_tf1_model_then_the_gate_replays_it(
         pytester: pytest.Pytester, foreign: dict[str, Path]) -> None:
-    base = pytester.path / "tf1_examples"
-    shutil.copytree(foreign["tf1_examples"], base)
-    made = _cli("warmup", "make", "--model", str(base), "--synthetic", "3")
+    base = _copy(pytester, foreign, "tf1_examples")
+    made = _warmup_make(base, 3)
     assert made.returncode == 0, made.stderr
     warmup_file = base / "00000042" / "assets.extra" / "tf_serving_warmup_requests"
     assert f"wrote 9 warmup record(s) to {warmup_file}" in made.stdout
@@ -375,24 +385,21 @@ def test_tf1_counter_served_without_batching(pytester: pytest.Pytester,
 
 def test_warmup_make_refuses_what_cannot_be_warmed_safely(pytester: pytest.Pytester,
                                                           foreign: dict[str, Path]) -> None:
-    base = pytester.path / "tf1_counter"
-    shutil.copytree(foreign["tf1_counter"], base)
-    everything = _cli("warmup", "make", "--model", str(base), "--synthetic", "2")
+    base = _copy(pytester, foreign, "tf1_counter")
+    everything = _warmup_make(base, 2)
     assert everything.returncode == 2
     assert "error: No signature of " in everything.stderr
     assert "left out 'get_counter': signature 'get_counter' takes no inputs" in \
         everything.stderr
     assert "if production serves without batching, warm it by name: --signatures " \
         "get_counter" in everything.stderr
-    stateful = _cli("warmup", "make", "--model", str(base), "--synthetic", "2",
-                    "--signatures", "incr_counter")
+    stateful = _warmup_make(base, 2, "--signatures", "incr_counter")
     assert stateful.returncode == 2
     assert "error: Refusing to warm 'incr_counter': signature 'incr_counter' writes " \
         "variables (AssignAdd 'incr_counter_op/AssignAdd')" in stateful.stderr
     warmup_file = base / "00000007" / "assets.extra" / "tf_serving_warmup_requests"
     assert not warmup_file.exists()
-    named = _cli("warmup", "make", "--model", str(base), "--synthetic", "2",
-                 "--signatures", "get_counter")
+    named = _warmup_make(base, 2, "--signatures", "get_counter")
     assert named.returncode == 0, named.stderr
     assert "NOTE 'get_counter' is warmed as asked, but signature 'get_counter' takes no " \
         "inputs" in named.stderr
@@ -429,9 +436,8 @@ def test_tf1_signatures_without_shapes_and_a_wrong_declared_dtype(
 
 def test_tf2_classify_signature_with_predict_method(pytester: pytest.Pytester,
                                                     foreign: dict[str, Path]) -> None:
-    base = pytester.path / "tf2_predict_classify"
-    shutil.copytree(foreign["tf2_predict_classify"], base)
-    made = _cli("warmup", "make", "--model", str(base), "--synthetic", "2")
+    base = _copy(pytester, foreign, "tf2_predict_classify")
+    made = _warmup_make(base, 2)
     assert made.returncode == 0, made.stderr
     warmup_file = base / "3" / "assets.extra" / "tf_serving_warmup_requests"
     # method predict: Predict records (a classify_log would be refused by TF Serving's

@@ -1,5 +1,6 @@
-"""graph.py: reachability and string-op classification on SavedModels built here, plus the
-string-op time share of string_time.py. Models are tiny and built once per session."""
+"""graph.py, op_kinds.py, op_allowlist.py: reachability, string-op classification and
+allowlists on SavedModels built here, plus the string-op time share of string_time.py. Models
+are tiny and built once per session."""
 
 from __future__ import annotations
 
@@ -10,14 +11,9 @@ import numpy as np
 import pytest
 
 from pytest_tfserving.errors import ModelError
-from pytest_tfserving.graph import (
-    TOP_LEVEL,
-    AllowEntry,
-    SavedModelGraph,
-    allow_entries,
-    classify,
-    parse_allowlist,
-)
+from pytest_tfserving.graph import TOP_LEVEL, SavedModelGraph
+from pytest_tfserving.op_allowlist import AllowEntry, allow_entries, parse_allowlist
+from pytest_tfserving.op_kinds import classify
 
 FEATURES_SPEC = {"uid": ("int64", [])}
 
@@ -30,8 +26,9 @@ def _save(module: Any, path: Path, signatures: dict[str, Any] | Any) -> Path:
     return version_dir
 
 
-def build_strings(path: Path) -> Path:
-    """The playbook's 'before': tf.Example in, ParseExample + AsString + string hashing."""
+def _embedding_lookup(path: Path, spec: Any, bucket: Any) -> Path:
+    """A model that gathers rows of a 10x4 embedding variable (so the saver's string ops exist)
+    at ``bucket(input)``, the input declared by ``spec``."""
     import tensorflow as tf
 
     class M(tf.Module):
@@ -39,31 +36,31 @@ def build_strings(path: Path) -> Path:
             super().__init__()
             self.emb = tf.Variable(np.arange(40, dtype=np.float32).reshape(10, 4))
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
-        def serve(self, examples: Any) -> dict[str, Any]:
-            f = tf.io.parse_example(examples, {"uid": tf.io.FixedLenFeature([], tf.int64)})
-            bucket = tf.strings.to_hash_bucket_fast(tf.strings.as_string(f["uid"]), 10)
-            return {"vec": tf.gather(self.emb, bucket)}
+        @tf.function(input_signature=[spec])
+        def serve(self, x: Any) -> dict[str, Any]:
+            return {"vec": tf.gather(self.emb, bucket(x))}
 
     m = M()
     return _save(m, path, {"serving_default": m.serve})
+
+
+def build_strings(path: Path) -> Path:
+    """The playbook's 'before': tf.Example in, ParseExample + AsString + string hashing."""
+    import tensorflow as tf
+
+    def bucket(examples: Any) -> Any:
+        f = tf.io.parse_example(examples, {"uid": tf.io.FixedLenFeature([], tf.int64)})
+        return tf.strings.to_hash_bucket_fast(tf.strings.as_string(f["uid"]), 10)
+
+    return _embedding_lookup(path, tf.TensorSpec([None], tf.string, name="examples"), bucket)
 
 
 def build_direct(path: Path) -> Path:
     """The 'after': int64 ids, floormod hashing; variables, so the saver's string ops exist."""
     import tensorflow as tf
 
-    class M(tf.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.emb = tf.Variable(np.arange(40, dtype=np.float32).reshape(10, 4))
-
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name="uid")])
-        def serve(self, uid: Any) -> dict[str, Any]:
-            return {"vec": tf.gather(self.emb, tf.math.floormod(uid, 10))}
-
-    m = M()
-    return _save(m, path, {"serving_default": m.serve})
+    return _embedding_lookup(path, tf.TensorSpec([None], tf.int64, name="uid"),
+                             lambda uid: tf.math.floormod(uid, 10))
 
 
 def build_hidden(path: Path) -> Path:

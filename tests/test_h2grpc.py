@@ -18,7 +18,8 @@ from typing import Any
 import grpc
 import pytest
 
-from pytest_tfserving.load.h2grpc import H2Connection, Target
+from pytest_tfserving.load.grpc_target import Target
+from pytest_tfserving.load.h2grpc import H2Connection
 from pytest_tfserving.ports import free_port
 
 METHOD = "/tensorflow.serving.PredictionService/Predict"
@@ -166,15 +167,30 @@ def test_refused_connection_names_the_target() -> None:
 
 
 def test_every_resolved_address_is_tried() -> None:
-    """``localhost`` may resolve to ::1 first; a server on 127.0.0.1 only must still be found."""
+    """``localhost`` may resolve to ::1 first; a server on 127.0.0.1 only must still be found:
+    each address is tried in order until one accepts, and every failure is named."""
+    refused = [(socket.AF_INET, ("127.0.0.1", free_port())),
+               (socket.AF_INET, ("127.0.0.1", free_port()))]
     with grpc_server(lambda request, context: b"") as target:
-        port = target.rsplit(":", 1)[1]
-        parsed = Target.parse(f"localhost:{port}")
-        refused = (socket.AF_INET, ("127.0.0.1", free_port()))
-        tried_first = Target((refused, *parsed.addresses), parsed.authority)
-        conn = H2Connection(tried_first, METHOD, 2.0, lambda *a: None)
+        port = int(target.rsplit(":", 1)[1])
+        failures: list[str] = []
+        serving = (socket.AF_INET, ("127.0.0.1", port))
+        with Target((*refused, serving), "test").dial(2.0, failures) as sock:
+            assert sock.getpeername() == ("127.0.0.1", port)
+        assert [line.split(": ", 1)[0] for line in failures] == [str(a) for _, a in refused]
+        assert all("refused" in line.lower() for line in failures), failures
+        # the same through a connection, on what localhost resolves to behind refused addresses
+        resolved = Target.parse(f"localhost:{port}").addresses
+        results: list[int] = []
+        conn = H2Connection(Target((*refused, *resolved), "localhost"), METHOD, 2.0,
+                            lambda tag, code, *rest: results.append(code))
         conn.connect(2.0)
+        assert conn.sock is not None and conn.sock.getpeername()[1] == port
         conn.close()
+    with pytest.raises(OSError) as info:
+        Target(tuple(refused), "test").dial(1.0)
+    named = [str(a) for _, a in refused]
+    assert [part.split(": ", 1)[0] for part in str(info.value).split("; ")] == named
 
 
 def test_a_name_that_does_not_resolve_is_named() -> None:
@@ -208,7 +224,7 @@ class GoawayServer:
                              daemon=True).start()
 
     def _answer(self, sid: int) -> bytes:
-        from pytest_tfserving.load import h2grpc as h
+        from pytest_tfserving.load import h2frames as h
 
         self.answered += 1
         return (h.frame(h.HEADERS, h.FLAG_END_HEADERS, sid, self.HEADERS_BLOCK)
@@ -219,7 +235,7 @@ class GoawayServer:
     def _serve(self, conn: socket.socket, first: bool) -> None:
         import struct
 
-        from pytest_tfserving.load import h2grpc as h
+        from pytest_tfserving.load import h2frames as h
 
         limit = struct.pack(">HI", h.SETTING_MAX_CONCURRENT_STREAMS, 1) if first else b""
         conn.sendall(h.frame(h.SETTINGS, 0, 0, limit))
@@ -259,7 +275,8 @@ class GoawayServer:
 
 
 def test_goaway_moves_calls_that_were_never_sent_to_a_new_connection() -> None:
-    from pytest_tfserving.load.generator import LoadSpec, run_load
+    from pytest_tfserving.load.driver import run_load
+    from pytest_tfserving.load.spec import LoadSpec
 
     server = GoawayServer()
     try:

@@ -4,16 +4,22 @@ clear error or a flagged result, never a hang."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
+from server_helpers import ServerProcess, ctr_inputs, predict_request
 
-from pytest_tfserving.load.generator import LoadError, LoadSpec, run_load
+from pytest_tfserving.load.driver import run_load
+from pytest_tfserving.load.spec import LoadError, LoadSpec
+from pytest_tfserving.load.stats import WindowStats, count_over
 from pytest_tfserving.ports import free_port
 
 pytestmark = pytest.mark.xdist_group("load")
@@ -139,3 +145,87 @@ def test_bad_spec_is_rejected_with_the_value_and_the_fix() -> None:
         run_load("127.0.0.1:1", PAYLOAD, LoadSpec(rate=-5))
     with pytest.raises(Exception, match=r"mode='sideways' must be 'open'"):
         run_load("127.0.0.1:1", PAYLOAD, LoadSpec(mode="sideways"))
+
+
+def ctr_payloads(model_name: str, n: int = 4) -> list[bytes]:
+    return [predict_request(model_name, ctr_inputs(1, seed=i)).SerializeToString()
+            for i in range(n)]
+
+
+def test_timeline_records_every_request_with_the_served_version(ctr_direct: Path) -> None:
+    with ServerProcess(ctr_direct, rest=False, model_name="ctr") as srv:
+        srv.wait_available()
+        spec = LoadSpec(rate=100, duration_s=1.0, window_s=0.5, warmup_s=0.3, stability_pct=0,
+                        timeline=True)
+        result = run_load(srv.address, ctr_payloads("ctr"), spec)
+    timeline = result.timeline
+    assert timeline is not None
+    sent = sum(w.stats.sent for w in result.windows)
+    assert sent >= 80, result.summary()
+    # the measured phase is exactly what the windows counted; the warm-up is there too
+    assert int(timeline.measured.sum()) == sent
+    assert len(timeline) - sent >= 20  # ~30 warm-up requests at 100 req/s for 0.3 s
+    assert set(timeline.code.tolist()) == {"OK"}
+    assert set(timeline.version.tolist()) == {1}  # fixtures/models/ctr_direct/1
+    assert list(timeline.intended_s) == sorted(timeline.intended_s)
+    assert timeline.intended_s[0] < 0.3 <= timeline.intended_s[-1] < 1.3 + 0.01
+    assert (timeline.latency_ms > 0).all()
+    assert result.stats.ok == sent
+
+
+def test_without_timeline_there_is_none() -> None:
+    with echo_server() as (target, _):
+        result = run_load(target, PAYLOAD, LoadSpec(rate=100, duration_s=0.5, warmup_s=0,
+                                                    stability_pct=0))
+    assert result.timeline is None
+
+
+def test_abort_hook_ends_the_run_soon_after_the_server_dies(ctr_direct: Path) -> None:
+    with ServerProcess(ctr_direct, rest=False, model_name="ctr") as srv:
+        srv.wait_available()
+        killed_at: list[float] = []
+
+        def kill_after_two_windows(line: str) -> None:
+            if "window 2/" in line and not killed_at:
+                os.killpg(srv.proc.pid, signal.SIGKILL)
+                killed_at.append(time.monotonic())
+
+        def server_gone() -> str | None:
+            code = srv.proc.poll()
+            return None if code is None else f"the server exited with {code}"
+
+        spec = LoadSpec(rate=100, duration_s=10, window_s=0.5, warmup_s=0.3, stability_pct=0,
+                        max_windows=20, timeline=True)
+        result = run_load(srv.address, ctr_payloads("ctr"), spec, abort=server_gone,
+                          progress=kill_after_two_windows)
+        returned_at = time.monotonic()
+    assert killed_at, "the run never reached its second window"
+    assert returned_at - killed_at[0] < 1.5
+    assert result.aborted == f"the server exited with {-signal.SIGKILL}"
+    assert result.aborted_at_s is not None and 0.3 + 1.0 <= result.aborted_at_s < 0.3 + 3.0
+    answered = result.windows[:2]
+    assert [w.stats.ok for w in answered] == [w.stats.sent for w in answered]
+    assert all(w.stats.ok >= 40 for w in answered), result.summary()
+    assert len(result.windows) < 6  # not the 20 windows asked for
+    assert result.as_dict()["aborted"] == result.aborted
+    assert result.as_dict()["aborted_at_s"] == result.aborted_at_s
+
+
+def test_stop_rule_replaces_the_stability_rule_and_max_windows_bounds_it() -> None:
+    seen: list[int] = []
+
+    def enough(windows: Sequence[WindowStats]) -> bool:
+        seen.append(len(windows))
+        return count_over(windows, 1000.0)[1] >= 120  # 50 answers per window: the 3rd window
+
+    spec = LoadSpec(rate=200, duration_s=0.5, window_s=0.25, warmup_s=0.1, stability_pct=10,
+                    max_windows=6, arrival="constant")
+    with echo_server() as (target, _):
+        stopped = run_load(target, PAYLOAD, spec, stop_when=enough)
+        never = run_load(target, PAYLOAD, spec, stop_when=lambda windows: False)
+    assert seen == [2, 3]  # consulted once min_windows (2) are measured, after each window
+    assert stopped.stable and "stop rule was met" in stopped.stability_reason
+    assert len([w for w in stopped.windows if not w.partial]) <= 4
+    assert stopped.requests >= 120
+    assert not never.stable and "stop rule was not met in 6" in never.stability_reason
+    assert len(never.windows) == 6

@@ -74,13 +74,16 @@ def test_every_tf_serving_flag_is_parsed_with_its_default() -> None:
 
     ours = {"bind_address"}
     assert len(set(FLAG_TABLE) - ours) == TF_SERVING_FLAG_COUNT
-    defaults = {f.name: f.default for f in fields(ServerFlags)}
+    types = {f.name: f.type for f in fields(ServerFlags)}
+    parsed = parse_flags(["--model_base_path=/m"])
     for name, spec in FLAG_TABLE.items():
-        assert defaults[name] == spec.default, name
-    assert defaults["max_num_load_retries"] == 5
-    assert defaults["load_retry_interval_micros"] == 60_000_000
-    assert defaults["file_system_poll_wait_seconds"] == 1
-    assert defaults["model_config_file_poll_wait_seconds"] == 0
+        assert types[name] == spec.kind, name
+        if name != "model_base_path":
+            assert getattr(parsed, name) == spec.default, name
+    assert parsed.max_num_load_retries == 5
+    assert parsed.load_retry_interval_micros == 60_000_000
+    assert parsed.file_system_poll_wait_seconds == 1
+    assert parsed.model_config_file_poll_wait_seconds == 0
 
 
 def test_thread_and_warmup_flags_resolve_as_tf_serving() -> None:

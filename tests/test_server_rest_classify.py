@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from server_helpers import ServerProcess
 
-from pytest_tfserving.bundled_server.rest import json_example
+from pytest_tfserving.bundled_server.rest_examples import json_example
 from pytest_tfserving.bundled_server.status import ServingError
 
 

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from pytest_tfserving.gates.sla import _compare, _verdict
-from pytest_tfserving.load.generator import LoadResult, LoadSpec
+from pytest_tfserving.load.result import LoadResult
 from pytest_tfserving.load.server_metrics import ServerEvidence
+from pytest_tfserving.load.spec import LoadSpec
 from pytest_tfserving.load.stats import LatencyStats, new_histogram
+from pytest_tfserving.sla_rules import SlaLimits
+from pytest_tfserving.sla_verdict import decide, evidence_failures, regression_failures
 
 QUICK = ["--tfs-backend=bundled", "--tfs-sla-duration=1.5", "--tfs-sla-warmup=0.5",
          "--tfs-sla-stability-pct=0", "--tfs-sla-min-qps=100", "--tfs-sla-p99-ms=2000",
@@ -70,8 +72,8 @@ def test_default_gate_markers_overrides_bad_arguments_and_tfs_load(
     result.assert_outcomes(passed=4, failed=3)
     result.stdout.fnmatch_lines([
         "*tfs load [[]open loop, 100 req/s poisson[]] window 1/3: sent *",  # progress line
-        "*gate sla FAILED: marker tfs_sla on test_user.py::test_nonsense_value argument "
-        "p99_ms='fast' is not a number; give e.g. p99_ms=20.",
+        "*gate sla FAILED: Invalid value 'fast' for argument p99_ms= of marker tfs_sla on "
+        "test_user.py::test_nonsense_value: must be a number*(option --tfs-sla-p99-ms)*",
         "*gate sla FAILED: Unknown argument(s) p99 in marker tfs_sla on "
         "test_user.py::test_unknown_argument; this gate takes: arrival, baseline, *",
         "*gate sla FAILED: p99 * ms > target 0.001 ms*",
@@ -143,40 +145,45 @@ def _result(p99_us: int, ok: int, errors: dict[str, int] | None = None, rate: fl
 
 
 def test_every_request_failing_is_one_clear_failure() -> None:
-    failures = _verdict(_result(0, 0, {"UNAVAILABLE": 300}), LoadSpec(rate=100), 20, 100,
-                        0.001, False)
+    failures = evidence_failures(_result(0, 0, {"UNAVAILABLE": 300}))
     assert failures == ["every request failed (UNAVAILABLE x300; UNAVAILABLE: connection "
                         "refused)"]
 
 
-def test_measured_vs_target_for_each_limit() -> None:
-    failures = _verdict(_result(30_000, 80, {"DEADLINE_EXCEEDED": 20}), LoadSpec(rate=100), 20,
-                        100, 0.01, False)
-    text = "; ".join(failures)
-    assert re.search(r"p99 30\.0\d ms > target 20 ms", text)
-    assert "answered 80 req/s successfully of the 100 sent" in text
-    assert "error rate 20.000% > limit 1.000% (DEADLINE_EXCEEDED x20" in text
-    # a late generator only inflates latency: a passing p99 stands, a failing one says so
-    assert _verdict(_result(1000, 100, behind=True), LoadSpec(rate=100), 20, 100, 0.01,
-                    False) == []
-    late = _verdict(_result(30_000, 100, behind=True), LoadSpec(rate=100), 20, 100, 0.01, False)
-    assert late[0].endswith("(the generator itself was late: it sent the p99 request 9 ms late)")
+def test_each_limit_is_judged_at_confidence() -> None:
+    decision = decide(_result(30_000, 80, {"DEADLINE_EXCEEDED": 20}),
+                      SlaLimits(20, max_error_rate=0.01))
+    text = "; ".join(decision.failures)
+    assert decision.verdict == "FAIL"
+    assert "p99: 80 of 80 requests over 20 ms (100.00 %), true p99 > 20 ms at 95 % " in text
+    assert "errors: 20 of 100 requests failed (20.00 %), true error rate > 1.00 %" in text
+    assert "answered: 80 of 100 requests sent (80.00 %)" in text
+    # 100 fast requests cannot show a p99 within target at 95 %: undecided, not PASS
+    few = decide(_result(1000, 100), SlaLimits(20, max_error_rate=0.01))
+    assert few.verdict == "INCONCLUSIVE" and few.failures == []
+    assert few.judgement is not None and "need about 199 more requests" in \
+        few.judgement.need_text()
+    assert decide(_result(1000, 5000, rate=5000), SlaLimits(20, max_error_rate=0.01)).verdict \
+        == "PASS"
+    # a late generator only inflates latency: a failure says how much may be the client's
+    late = decide(_result(30_000, 5000, rate=5000, behind=True), SlaLimits(20, max_error_rate=0.01))
+    assert late.failures[-1] == "(the generator itself was late: it sent the p99 request 9 ms " \
+        "late)"
     short = _result(1000, 100, behind=True)
     short.missed = 900
-    failures = _verdict(short, LoadSpec(rate=100), 20, 100, 0.01, False)
-    assert failures[0].startswith("the load generator could not offer 100 req/s, so the server "
-                                  "was not tested at that rate")
+    assert evidence_failures(short)[0].startswith(
+        "the load generator could not offer 100 req/s, so the server was not tested at that rate")
 
 
 def test_baseline_regressions_in_percent() -> None:
     candidate, baseline = _result(12_000, 90), _result(10_000, 100)
-    failures = _compare(candidate, baseline, p99_regr=10, qps_regr=5)
+    failures = regression_failures(candidate, baseline, p99_regr=10, qps_regr=5)
     assert re.match(r"p99 12\.0\d ms is 20\.0% above the baseline's 10\.0\d ms \(limit \+10%\)",
                     failures[0])
     assert failures[1].startswith("throughput 90 req/s is 10.0% below the baseline's 100")
-    assert _compare(candidate, baseline, p99_regr=25, qps_regr=15) == []
+    assert regression_failures(candidate, baseline, p99_regr=25, qps_regr=15) == []
 
 
 def test_nothing_measured_never_passes() -> None:
-    failures = _verdict(_result(0, 0), LoadSpec(rate=100), 20, 100, 0.001, False)
+    failures = evidence_failures(_result(0, 0))
     assert len(failures) == 1 and failures[0].startswith("no request was measured")

@@ -1,8 +1,10 @@
 """Pure parts of the load package: HDR stats and the p99 interval, perf_analyzer's stability
 rule, TF Serving Prometheus evidence (read from the bundled server's own exporter), the max_qps
-search, and the hypothesis strategies."""
+search, the hypothesis strategies, and the parent <-> worker protocol."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -133,18 +135,21 @@ def test_no_metrics_page_is_reported_not_invented() -> None:
 # --- max_qps ---------------------------------------------------------------------------------
 
 def test_max_qps_search_brackets_the_knee() -> None:
-    from pytest_tfserving.load.generator import LoadResult, LoadSpec
+    from pytest_tfserving.load.result import LoadResult
     from pytest_tfserving.load.search import max_qps
     from pytest_tfserving.load.server_metrics import ServerEvidence
+    from pytest_tfserving.load.spec import LoadSpec
 
     knee = 1234.0
     rates: list[float] = []
 
     def measured(rate: float) -> LoadResult:
-        # latency measured from a server model whose p99 crosses 20 ms at the knee
+        # latency measured from a server model whose p99 crosses 20 ms at the knee; 3060
+        # requests: enough for the confidence rules to decide (a 0.1 % error limit needs 2995
+        # error-free requests at 95 %)
         rates.append(rate)
         p99_us = int(5000 if rate <= knee else 50_000)
-        stats = stats_of([1000] * 99 + [p99_us] * 2, span_s=101 / rate)
+        stats = stats_of([1000] * 3000 + [p99_us] * 60, span_s=3060 / rate)
         return LoadResult(LoadSpec(rate=rate), "t", stats, [], True, "", False, "",
                           ServerEvidence(False))
 
@@ -153,6 +158,7 @@ def test_max_qps_search_brackets_the_knee() -> None:
     assert rates[:5] == [100, 200, 400, 800, 1600]  # doubling, then bisection
     assert found.headroom(800) == pytest.approx(found.rate / 800)
     assert all(t.passed == (t.rate <= knee) for t in found.trials)
+    assert {t.verdict for t in found.trials} == {"PASS", "FAIL"}
     with pytest.raises(ConfigError, match=r"need 0 < lo < hi"):
         max_qps(measured, p99_ms=20, lo=10, hi=5)
 
@@ -184,15 +190,87 @@ def test_tfs_inputs_rejects_unknown_overrides() -> None:
 
 
 def test_open_loop_stability_compares_answered_share_not_poisson_counts() -> None:
-    from pytest_tfserving.load.generator import LoadSpec, _throughput
+    from pytest_tfserving.load.result import stability_throughput
+    from pytest_tfserving.load.spec import LoadSpec
 
     spec = LoadSpec(rate=300)
     # Poisson windows send 288 and 318 requests; all answered: the same throughput for the rule
     low = WindowStats(0, stats_of([1000] * 288, 1.0), new_histogram())
     high = WindowStats(1, stats_of([1000] * 318, 1.0), new_histogram())
-    assert _throughput(low, spec) == _throughput(high, spec) == 300
+    assert stability_throughput(low, spec) == stability_throughput(high, spec) == 300
     shed = WindowStats(2, stats_of([1000] * 150, 1.0, {"RESOURCE_EXHAUSTED": 150}),
                        new_histogram())
-    assert _throughput(shed, spec) == 150
+    assert stability_throughput(shed, spec) == 150
     closed = LoadSpec(mode="closed", concurrency=2)
-    assert _throughput(low, closed) == 288
+    assert stability_throughput(low, closed) == 288
+
+
+def test_count_over_counts_ok_requests_above_the_target_in_every_window() -> None:
+    from pytest_tfserving.load.stats import count_over
+
+    first = WindowStats(0, stats_of([1000] * 90 + [30_000] * 10), new_histogram())
+    second = WindowStats(1, stats_of([5000] * 45 + [25_000] * 5, errors={"UNAVAILABLE": 7}),
+                         new_histogram())
+    assert count_over([first, second], 20.0) == (15, 150)  # errors are in neither count
+    assert count_over([first, second], 30.0) == (0, 150)  # 30 ms itself is not over
+    assert count_over([first, second], 29.9) == (10, 150)
+    assert count_over([first, second], 0.5) == (150, 150)
+    assert count_over([], 20.0) == (0, 0)
+
+
+# --- the parent <-> worker protocol ----------------------------------------------------------
+
+def test_worker_configs_split_the_spec_and_survive_the_pipe(tmp_path: Path) -> None:
+    from pytest_tfserving.load.protocol import WorkerConfig
+    from pytest_tfserving.load.spec import LoadSpec
+
+    spec = LoadSpec(rate=300, mode="closed", concurrency=5, max_requests=7, duration_s=2,
+                    window_s=1, stability_pct=0, seed=3, timeline=True)
+    configs = [WorkerConfig.from_spec(spec, "h:1", tmp_path / "p.bin", i, 2, "/m") for i in
+               range(2)]
+    assert [c.concurrency for c in configs] == [3, 2]
+    assert [c.max_requests for c in configs] == [4, 3]
+    assert [c.rate for c in configs] == [150, 150]
+    assert [c.max_windows for c in configs] == [2, 2]  # no stop rule: exactly the duration
+    assert configs[1].timeline_file == str(tmp_path / "timeline1.bin")
+    assert WorkerConfig.from_spec(spec, "h:1", tmp_path / "p.bin", 0, 1, "/m",
+                                  stop_rule=True).max_windows == spec.max_windows
+    assert [WorkerConfig.decode(c.encode()) for c in configs] == configs
+    with pytest.raises(ValueError, match=r"unknown worker config field\(s\) \['nope'\]"):
+        WorkerConfig.decode('{"target": "h:1", "payload_file": "p", "nope": 1}')
+
+
+def test_reports_and_commands_round_trip_and_windows_merge() -> None:
+    from pytest_tfserving.load import protocol as p
+
+    hist = new_histogram()
+    hist.record_value(2000)
+    encoded = hist.encode().decode("ascii")
+    reports = [p.WindowReport(index=0, hist=encoded, lag=encoded, service=encoded,
+                              errors={"UNAVAILABLE": i}, sent=3, ok=1, span_s=1.0 - i / 10,
+                              partial=bool(i)) for i in range(2)]
+    for message in [*reports, p.Ready(4), p.Fatal("no"), p.Done({"X": "y"}, 5, 1)]:
+        assert p.parse_report(p.encode(message)) == message
+    for command in [p.Start(12.5), p.Stop(), p.Abort()]:
+        assert p.parse_command(p.encode(command)) == command
+    with pytest.raises(ValueError, match=r"unknown command kind 'ready'"):
+        p.parse_command(p.encode(p.Ready(1)))
+    window = p.merge_windows(0, reports)
+    assert (window.stats.sent, window.stats.ok, window.stats.errors) == (6, 2, {"UNAVAILABLE": 1})
+    assert window.stats.span_s == 1.0 and window.partial and window.stats.p50_ms == 2.0
+
+
+def test_response_version_read_from_the_serialized_predict_response() -> None:
+    from tensorflow_serving.apis import predict_pb2
+
+    from pytest_tfserving.load.timeline import response_version
+
+    response = predict_pb2.PredictResponse()
+    response.outputs["y"].float_val.extend([1.0, 2.0])
+    assert response_version(response.SerializeToString()) == -1  # no model_spec
+    response.model_spec.name = "m"
+    response.model_spec.version.value = 1234567890123
+    assert response_version(response.SerializeToString()) == 1234567890123
+    response.model_spec.version.value = 0
+    assert response_version(response.SerializeToString()) == 0
+    assert response_version(b"\xff\xff") == -1  # not a message

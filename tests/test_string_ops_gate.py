@@ -128,7 +128,7 @@ def test_markers_allowlists_reasons_and_warnings(pytester: pytest.Pytester,
         "*AllowlistWarning: no_string_ops: allowlist entry 'RegexReplace=stale entry' (from ini "
         "tfs_string_op_allow*) matched no reachable string op*"])
     result.stdout.fnmatch_lines([
-        "*Invalid value ['AsString'] for argument allow= of marker tfs_no_string_ops*allowlist "
+        "*Invalid value [[]'AsString'[]] for argument allow= of marker tfs_no_string_ops*allowlist "
         "entry 'AsString' needs PATTERN=REASON*"])
     result.stdout.fnmatch_lines(["*Signature 'nope' does not exist in*; it has: "
                                  "serving_default*"])

@@ -14,14 +14,10 @@ from pytest_tfserving.cli import main
 from pytest_tfserving.errors import ConfigError
 from pytest_tfserving.model import ModelInfo, inspect_model
 from pytest_tfserving.tfrecord import read_records, write_records
-from pytest_tfserving.warmup_file import (
-    MAX_RECORDS,
-    inspect_warmup_file,
-    make_warmup_file,
-    no_file_lines,
-    parse_replay_lines,
-    validate_warmup_file,
-)
+from pytest_tfserving.warmup_contract import MAX_RECORDS, no_file_lines, parse_replay_lines
+from pytest_tfserving.warmup_make import make_warmup_file
+from pytest_tfserving.warmup_report import inspect_warmup_file
+from pytest_tfserving.warmup_validation import validate_warmup_file
 
 
 @pytest.fixture(scope="module")
@@ -107,38 +103,32 @@ def test_wrong_input_name_names_the_expected_inputs(direct: ModelInfo, tmp_path:
                for m in messages)
 
 
-def test_wrong_dtype_names_both_dtypes(direct: ModelInfo, tmp_path: Path) -> None:
+def _messages_with_input(model: ModelInfo, tmp_path: Path, key: str,
+                         values: np.ndarray[Any, Any]) -> list[str]:
+    """Validation messages for the model's first warmup record with input ``key`` replaced."""
     from pytest_tfserving.tensors import from_numpy
 
-    logs = _logs(direct.warmup_file)[:1]
-    tensor = logs[0].predict_log.request.inputs["dense"]
+    logs = _logs(model.warmup_file)[:1]
+    tensor = logs[0].predict_log.request.inputs[key]
     tensor.Clear()
-    from_numpy(np.zeros((1, 8), dtype=np.float64), tensor)
-    [message] = _messages(direct, _write(tmp_path / "w", logs))
+    from_numpy(values, tensor)
+    return _messages(model, _write(tmp_path / "w", logs))
+
+
+def test_wrong_dtype_names_both_dtypes(direct: ModelInfo, tmp_path: Path) -> None:
+    [message] = _messages_with_input(direct, tmp_path, "dense", np.zeros((1, 8), np.float64))
     assert message.startswith("record 0: input 'dense' of signature 'serving_default' has "
                               "dtype DT_DOUBLE")
     assert "wants DT_FLOAT" in message
 
 
 def test_wrong_shape_names_the_dim(direct: ModelInfo, tmp_path: Path) -> None:
-    from pytest_tfserving.tensors import from_numpy
-
-    logs = _logs(direct.warmup_file)[:1]
-    tensor = logs[0].predict_log.request.inputs["dense"]
-    tensor.Clear()
-    from_numpy(np.zeros((1, 7), dtype=np.float32), tensor)
-    [message] = _messages(direct, _write(tmp_path / "w", logs))
+    [message] = _messages_with_input(direct, tmp_path, "dense", np.zeros((1, 7), np.float32))
     assert "has shape [1, 7] but the signature wants [-1,8] (dim 1 must be 8)" in message
 
 
 def test_wrong_rank_is_reported(direct: ModelInfo, tmp_path: Path) -> None:
-    from pytest_tfserving.tensors import from_numpy
-
-    logs = _logs(direct.warmup_file)[:1]
-    tensor = logs[0].predict_log.request.inputs["user_id"]
-    tensor.Clear()
-    from_numpy(np.zeros((1, 1), dtype=np.int64), tensor)
-    [message] = _messages(direct, _write(tmp_path / "w", logs))
+    [message] = _messages_with_input(direct, tmp_path, "user_id", np.zeros((1, 1), np.int64))
     assert "(rank 2) but the signature wants [-1] (rank 1)" in message
 
 

@@ -13,7 +13,8 @@ from pytest_tfserving.launchers.base import ServeConfig
 from pytest_tfserving.launchers.bundled import BundledLauncher
 from pytest_tfserving.model import inspect_model
 from pytest_tfserving.tfrecord import count_records
-from pytest_tfserving.warmup_file import make_warmup_file, parse_replay_lines
+from pytest_tfserving.warmup_contract import parse_replay_lines
+from pytest_tfserving.warmup_make import make_warmup_file
 
 pytestmark = [pytest.mark.xdist_group("bundled-e2e"), pytest.mark.slow]
 
@@ -79,8 +80,9 @@ def test_marker_arguments_are_checked(pytester: pytest.Pytester, ctr_direct: Pat
     )
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines([
-        "*max_cold_ratio='fast' in marker tfs_warmup on test_marker_arguments_are_checked.py::"
-        "test_bad_value is not valid: it must be a number > 0*",
+        "*Invalid value 'fast' for argument max_cold_ratio= of marker tfs_warmup on "
+        "test_marker_arguments_are_checked.py::test_bad_value: must be a number*"
+        "(option --tfs-warmup-max-cold-ratio)*",
         "*Unknown argument(s) max_ratio in marker tfs_warmup on *test_unknown_argument; this "
         "gate takes: compare_without_warmup, max_cold_ratio, signatures, steady_requests*",
     ], consecutive=False)

@@ -1,4 +1,4 @@
-"""Startup order, the manager thread, signals and shutdown.
+"""The bundled server's process: startup order, the manager thread, signals and shutdown.
 
 1. Parse flags and read every config file (exit 2 on a bad command line, 1 on a bad file, one
    line naming the value; a bad ModelServerConfig reads as TF Serving's parse error).

@@ -1,4 +1,5 @@
-"""Classify and Regress: tf.Examples in, ClassificationResult / RegressionResult out.
+"""Classify and Regress in the bundled server: tf.Examples in, ClassificationResult /
+RegressionResult out.
 
 The Input's ``example_list`` (or ``example_list_with_context``, context merged into each example)
 is serialized into the signature's single input, the model runs through the same
@@ -148,25 +149,37 @@ def regression(servable: Servable, runner: SignatureRunner, outputs: Arrays, n: 
     return response
 
 
+_BUILD = {CLASSIFY_METHOD: ("Classify", classification), REGRESS_METHOD: ("Regress", regression)}
+
+
+async def run_async(core: Core, request: Any, method: str) -> Any:
+    """Classify or Regress (``method``) through the batching pipeline, awaited (gRPC)."""
+    api, build = _BUILD[method]
+    servable, runner, key, ex = prepare(core, request, method)
+    out = await core.run_async(runner, {key: ex}, tuple(runner.outputs), api)
+    return build(servable, runner, out, len(ex))
+
+
+def run_sync(core: Core, request: Any, method: str, servable: Servable | None = None,
+             timeout_s: float | None = None) -> Any:
+    """Classify or Regress (``method``) through the batching pipeline, waiting up to
+    ``timeout_s`` (REST, warmup: warmup passes the servable it is loading)."""
+    api, build = _BUILD[method]
+    servable, runner, key, ex = prepare(core, request, method, servable)
+    return build(servable, runner, submit(core, runner, key, ex, api).result(timeout_s), len(ex))
+
+
 async def classify_async(core: Core, request: Any) -> Any:
-    servable, runner, key, ex = prepare(core, request, CLASSIFY_METHOD)
-    out = await core.run_async(runner, {key: ex}, tuple(runner.outputs), "Classify")
-    return classification(servable, runner, out, len(ex))
+    return await run_async(core, request, CLASSIFY_METHOD)
 
 
 def classify_sync(core: Core, request: Any, servable: Servable | None = None) -> Any:
-    servable, runner, key, ex = prepare(core, request, CLASSIFY_METHOD, servable)
-    return classification(servable, runner, submit(core, runner, key, ex, "Classify").result(),
-                           len(ex))
+    return run_sync(core, request, CLASSIFY_METHOD, servable)
 
 
 async def regress_async(core: Core, request: Any) -> Any:
-    servable, runner, key, ex = prepare(core, request, REGRESS_METHOD)
-    out = await core.run_async(runner, {key: ex}, tuple(runner.outputs), "Regress")
-    return regression(servable, runner, out, len(ex))
+    return await run_async(core, request, REGRESS_METHOD)
 
 
 def regress_sync(core: Core, request: Any, servable: Servable | None = None) -> Any:
-    servable, runner, key, ex = prepare(core, request, REGRESS_METHOD, servable)
-    return regression(servable, runner, submit(core, runner, key, ex, "Regress").result(),
-                       len(ex))
+    return run_sync(core, request, REGRESS_METHOD, servable)

@@ -1,7 +1,8 @@
 """PredictRequest inputs -> arrays and arrays -> PredictResponse outputs, validated as TF Serving.
 
 Messages follow ``servables/tensorflow/predict_util.cc`` where TF Serving has one (input count
-mismatch, unknown output alias) and otherwise name the input, what was expected and what came.
+mismatch, unknown output alias, "tensor parsing error: <alias>") and add what was expected and
+what came. Inputs are read as TF's ``Tensor::FromProto`` reads them (``tensor_parse``).
 """
 
 from __future__ import annotations
@@ -15,13 +16,12 @@ import numpy as np
 
 from pytest_tfserving.bundled_server.servable import Arrays, SignatureRunner, TensorInfo
 from pytest_tfserving.bundled_server.status import invalid
+from pytest_tfserving.bundled_server.tensor_parse import parse_input
 from pytest_tfserving.tensors import (
     DT_STRING,
     DTYPE_BY_NUMPY,
     NUMPY_BY_DTYPE,
-    TensorConversionError,
     from_numpy,
-    to_numpy,
 )
 
 _LITTLE = sys.byteorder == "little"
@@ -62,18 +62,13 @@ def decode_inputs(runner: SignatureRunner, inputs: Mapping[str, Any]) -> Arrays:
         # no dtype check against the SignatureDef: TF Serving feeds by tensor name, and TF
         # itself rejects a value its tensor cannot take (the runner names the input then)
         arr = _content_view(proto)
-        if arr is None:
-            try:
-                arr = to_numpy(proto)
-            except TensorConversionError as exc:
-                raise invalid(f"input '{key}': {exc}") from None
-        out[key] = arr
+        out[key] = parse_input(key, proto) if arr is None else arr
     return out
 
 
 def _content_view(proto: Any) -> np.ndarray[Any, Any] | None:
-    """The common case of ``to_numpy`` (numeric ``tensor_content`` of the right length) without
-    its generic checks; None sends everything else (and every error) to ``to_numpy``."""
+    """The common case of ``parse_input`` (numeric ``tensor_content`` of the right length) without
+    its generic checks; None sends everything else (and every error) to ``parse_input``."""
     content = proto.tensor_content
     if not content:
         return None

@@ -125,55 +125,57 @@ class FlagError(ValueError):
 
 @dataclass(frozen=True)
 class ServerFlags:
-    port: int = 8500
-    grpc_socket_path: str = ""
-    rest_api_port: int = 0
-    rest_api_num_threads: int = 4 * _CPUS
-    rest_api_timeout_in_ms: int = 30000
-    rest_api_enable_cors_support: bool = False
-    enable_batching: bool = False
-    allow_version_labels_for_unavailable_models: bool = False
-    batching_parameters_file: str = ""
-    enable_per_model_batching_parameters: bool = False
-    model_config_file: str = ""
-    model_config_file_poll_wait_seconds: int = 0
-    model_name: str = "default"
-    model_base_path: str = ""
-    num_load_threads: int = 0
-    num_unload_threads: int = 0
-    max_num_load_retries: int = 5
-    load_retry_interval_micros: int = 60_000_000
-    file_system_poll_wait_seconds: int = 1
-    flush_filesystem_caches: bool = True
-    tensorflow_session_parallelism: int = 0
-    tensorflow_session_config_file: str = ""
-    tensorflow_intra_op_parallelism: int = 0
-    tensorflow_inter_op_parallelism: int = 0
-    use_alts_credentials: bool = False
-    ssl_config_file: str = ""
-    platform_config_file: str = ""
-    per_process_gpu_memory_fraction: float = 0.0
-    saved_model_tags: str = "serve"
-    grpc_channel_arguments: str = ""
-    grpc_max_threads: int = 4 * _CPUS
-    enable_model_warmup: bool = True
-    num_request_iterations_for_warmup: int = 0
-    version: bool = False
-    monitoring_config_file: str = ""
-    remove_unused_fields_from_bundle_metagraph: bool = True
-    prefer_tflite_model: bool = False
-    num_tflite_pools: int = _CPUS
-    num_tflite_interpreters_per_pool: int = 1
-    enable_signature_method_name_check: bool = False
-    xla_cpu_compilation_enabled: bool = False
-    xla_gpu_compilation_enabled: bool = False
-    enable_profiler: bool = True
-    thread_pool_factory_config_file: str = ""
-    mixed_precision: str = ""
-    skip_initialize_tpu: bool = False
-    enable_grpc_healthcheck_service: bool = False
-    enable_serialization_as_tensor_content: bool = False
-    bind_address: str = "0.0.0.0"
+    """The parsed command line, typed: one field per FLAG_TABLE entry (its default is there)."""
+
+    port: int
+    grpc_socket_path: str
+    rest_api_port: int
+    rest_api_num_threads: int
+    rest_api_timeout_in_ms: int
+    rest_api_enable_cors_support: bool
+    enable_batching: bool
+    allow_version_labels_for_unavailable_models: bool
+    batching_parameters_file: str
+    enable_per_model_batching_parameters: bool
+    model_config_file: str
+    model_config_file_poll_wait_seconds: int
+    model_name: str
+    model_base_path: str
+    num_load_threads: int
+    num_unload_threads: int
+    max_num_load_retries: int
+    load_retry_interval_micros: int
+    file_system_poll_wait_seconds: int
+    flush_filesystem_caches: bool
+    tensorflow_session_parallelism: int
+    tensorflow_session_config_file: str
+    tensorflow_intra_op_parallelism: int
+    tensorflow_inter_op_parallelism: int
+    use_alts_credentials: bool
+    ssl_config_file: str
+    platform_config_file: str
+    per_process_gpu_memory_fraction: float
+    saved_model_tags: str
+    grpc_channel_arguments: str
+    grpc_max_threads: int
+    enable_model_warmup: bool
+    num_request_iterations_for_warmup: int
+    version: bool
+    monitoring_config_file: str
+    remove_unused_fields_from_bundle_metagraph: bool
+    prefer_tflite_model: bool
+    num_tflite_pools: int
+    num_tflite_interpreters_per_pool: int
+    enable_signature_method_name_check: bool
+    xla_cpu_compilation_enabled: bool
+    xla_gpu_compilation_enabled: bool
+    enable_profiler: bool
+    thread_pool_factory_config_file: str
+    mixed_precision: str
+    skip_initialize_tpu: bool
+    enable_grpc_healthcheck_service: bool
+    enable_serialization_as_tensor_content: bool
+    bind_address: str
     given: frozenset[str] = frozenset()  # the flags named on the command line
 
     @property
@@ -308,7 +310,8 @@ def parse_flags(argv: list[str]) -> ServerFlags:
     values = _tokens(argv)
     known = {f.name for f in fields(ServerFlags)}
     assert set(FLAG_TABLE) <= known
-    flags = ServerFlags(**values, given=frozenset(values))  # type: ignore[arg-type]
+    defaults = {name: spec.default for name, spec in FLAG_TABLE.items()}
+    flags = ServerFlags(**{**defaults, **values}, given=frozenset(values))  # type: ignore[arg-type]
     _check(flags)
     return flags
 

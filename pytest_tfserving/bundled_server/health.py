@@ -1,4 +1,5 @@
-"""``grpc.health.v1.Health/Check`` (``--enable_grpc_healthcheck_service``).
+"""The gRPC health service, ``grpc.health.v1.Health/Check``
+(``--enable_grpc_healthcheck_service``).
 
 Served with a generic handler on raw bytes: the two messages are one field each
 (``HealthCheckRequest.service = 1``, ``HealthCheckResponse.status = 1``), so no extra package is

@@ -1,4 +1,4 @@
-"""TF Serving's metrics, with its names, labels, units and buckets.
+"""The bundled server's metrics, as TF Serving's: names, labels, units and buckets.
 
 Confirmed in tensorflow/serving: ``servables/tensorflow/util.cc`` (request_count,
 request_latency, runtime_latency, request_example_counts, request_example_count_total),

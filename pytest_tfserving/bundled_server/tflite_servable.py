@@ -8,7 +8,6 @@ thread-safe, so each executor thread gets its own interpreter over the same mode
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,49 +15,26 @@ from typing import Any
 import grpc
 import numpy as np
 
-from pytest_tfserving.bundled_server.servable import Arrays, Servable, TensorInfo
+from pytest_tfserving.bundled_server.servable import Arrays, Servable
 from pytest_tfserving.bundled_server.status import ServingError
-from pytest_tfserving.tensors import DTYPE_BY_NUMPY
+from pytest_tfserving.bundled_server.tflite_runner import LiteRTRunner, new_interpreter, tensor_info
+from pytest_tfserving.model import PREDICT_METHOD
 
 TFLITE_FILE = "model.tflite"
-PREDICT = "tensorflow/serving/predict"
 
 
-def _interpreter(model: bytes) -> Any:
-    from ai_edge_litert.interpreter import Interpreter
-
-    return Interpreter(model_content=model, num_threads=1)
-
-
-def tensor_info(key: str, detail: Mapping[str, Any]) -> TensorInfo:
-    """A LiteRT tensor detail as the server's TensorInfo (-1 for dims the model leaves open)."""
-    dtype = DTYPE_BY_NUMPY.get(np.dtype(detail["dtype"]).newbyteorder("="), 0)
-    shape = detail.get("shape_signature")
-    if shape is None or len(shape) == 0:
-        shape = detail["shape"]
-    return TensorInfo(key, dtype, tuple(int(d) for d in shape))
-
-
-class TFLiteSignatureRunner:
+class TFLiteSignatureRunner(LiteRTRunner):
     """The SignatureRunner interface (name, method_name, inputs, outputs, run) over LiteRT."""
 
     def __init__(self, name: str, method_name: str, model: bytes, probe: Any,
                  model_name: str = "") -> None:
-        self.name = name
-        self.model_name = model_name
-        self.method_name = method_name
-        self._model = model
-        self._local = threading.local()
+        super().__init__(name, method_name, model, model_name)
         runner = probe.get_signature_runner(name)
         self.inputs = {k: tensor_info(k, d) for k, d in runner.get_input_details().items()}
         self.outputs = {k: tensor_info(k, d) for k, d in runner.get_output_details().items()}
 
     def _runner(self) -> Any:
-        runner = getattr(self._local, "runner", None)
-        if runner is None:
-            runner = self._local.runner = _interpreter(self._model).get_signature_runner(
-                self.name)
-        return runner
+        return self._per_thread(lambda interpreter: interpreter.get_signature_runner(self.name))
 
     def run(self, arrays: Mapping[str, np.ndarray[Any, Any]],
             output_keys: tuple[str, ...] | None = None) -> Arrays:
@@ -81,7 +57,7 @@ class TFLiteSignatureRunner:
 def load_tflite_servable(name: str, version: int, version_dir: Path) -> Servable:
     """A Servable over ``version_dir/model.tflite``; metadata from saved_model.pb if present."""
     model = (version_dir / TFLITE_FILE).read_bytes()
-    probe = _interpreter(model)
+    probe = new_interpreter(model)
     signature_defs: Any = {}
     methods: dict[str, str] = {}
     if (version_dir / "saved_model.pb").is_file():
@@ -97,7 +73,8 @@ def load_tflite_servable(name: str, version: int, version_dir: Path) -> Servable
         runners, embedded = tensor_runners(model, probe, name)
         return Servable(name, version, version_dir, runners,  # type: ignore[arg-type]
                         signature_defs or embedded, probe)
-    signatures = {key: TFLiteSignatureRunner(key, methods.get(key, PREDICT), model, probe, name)
+    signatures = {key: TFLiteSignatureRunner(key, methods.get(key, PREDICT_METHOD), model, probe,
+                                             name)
                   for key in keys}
     return Servable(name, version, version_dir, signatures,  # type: ignore[arg-type]
                     signature_defs, probe)

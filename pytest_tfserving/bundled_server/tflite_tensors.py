@@ -9,7 +9,6 @@ tensors are resized to the request's shape before each call, as TfLiteSession do
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,11 +17,10 @@ import numpy as np
 
 from pytest_tfserving.bundled_server.servable import Arrays
 from pytest_tfserving.bundled_server.status import ServingError
-from pytest_tfserving.bundled_server.tflite_servable import tensor_info
+from pytest_tfserving.bundled_server.tflite_runner import LiteRTRunner, tensor_info
+from pytest_tfserving.model import DEFAULT_SIGNATURE, PREDICT_METHOD
 
 METADATA_KEY = b"signature_defs_metadata"
-PREDICT = "tensorflow/serving/predict"
-DEFAULT_KEY = "serving_default"
 
 
 def _strip(name: str) -> str:
@@ -49,17 +47,13 @@ def embedded_signature_defs(model: bytes) -> dict[str, Any]:
     return {}
 
 
-class TFLiteTensorRunner:
+class TFLiteTensorRunner(LiteRTRunner):
     """The SignatureRunner interface over tensor indices of the interpreter's main subgraph."""
 
     def __init__(self, name: str, method_name: str, model: bytes, probe: Any,
                  keys_to_tensors: tuple[dict[str, str], dict[str, str]],
                  model_name: str = "") -> None:
-        self.name = name
-        self.method_name = method_name
-        self.model_name = model_name
-        self._model = model
-        self._local = threading.local()
+        super().__init__(name, method_name, model, model_name)
         by_name = {d["name"]: d for d in [*probe.get_input_details(),
                                           *probe.get_output_details()]}
         in_keys, out_keys = keys_to_tensors
@@ -73,13 +67,7 @@ class TFLiteTensorRunner:
         self.outputs = {k: tensor_info(k, by_name[t]) for k, t in out_keys.items()}
 
     def _interpreter(self) -> Any:
-        interp = getattr(self._local, "interp", None)
-        if interp is None:
-            from ai_edge_litert.interpreter import Interpreter
-
-            interp = self._local.interp = Interpreter(model_content=self._model, num_threads=1)
-            interp.allocate_tensors()
-        return interp
+        return self._per_thread(_allocated)
 
     def run(self, arrays: Mapping[str, np.ndarray[Any, Any]],
             output_keys: tuple[str, ...] | None = None) -> Arrays:
@@ -106,6 +94,11 @@ class TFLiteTensorRunner:
                                f"TFLite signature {self.name!r}: {exc}") from None
 
 
+def _allocated(interpreter: Any) -> Any:
+    interpreter.allocate_tensors()
+    return interpreter
+
+
 def tensor_runners(model: bytes, probe: Any, model_name: str
                    ) -> tuple[dict[str, TFLiteTensorRunner], Any]:
     """Runners (and the SignatureDef map for metadata) of a model without a signature list."""
@@ -113,15 +106,15 @@ def tensor_runners(model: bytes, probe: Any, model_name: str
 
     defs = embedded_signature_defs(model)
     if not defs:
-        sd = meta_graph_pb2.SignatureDef(method_name=PREDICT)
+        sd = meta_graph_pb2.SignatureDef(method_name=PREDICT_METHOD)
         for detail, target in ((probe.get_input_details(), sd.inputs),
                                (probe.get_output_details(), sd.outputs)):
             for d in detail:
                 target[_strip(d["name"])].name = d["name"]
-        defs = {DEFAULT_KEY: sd}
+        defs = {DEFAULT_SIGNATURE: sd}
     runners = {
         key: TFLiteTensorRunner(
-            key, sd.method_name or PREDICT, model, probe,
+            key, sd.method_name or PREDICT_METHOD, model, probe,
             ({k: _strip(v.name) for k, v in sd.inputs.items()},
              {k: _strip(v.name) for k, v in sd.outputs.items()}),
             model_name)

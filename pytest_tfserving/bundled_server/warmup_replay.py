@@ -4,9 +4,9 @@
 ``PredictionLog``. Each predict / classify / regress / multi_inference record is replayed
 ``num_request_iterations_for_warmup`` times through the live request path (batching included);
 a record with no log type set is counted and skipped, as TF Serving does; ``session_run_log``
-(UNIMPLEMENTED), a failing record or more than 1000 records fails the load. On success the log
-line is TF Serving's: ``Finished reading warmup data for model at <path>. Number of warmup
-records read: N. Elapsed time (microseconds): T.``
+(UNIMPLEMENTED), a failing record or more than ``MAX_RECORDS`` (1000) records fails the load. The
+log lines (no file; finished, with the record count) are TF Serving's, from
+:mod:`pytest_tfserving.warmup_contract`.
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ from pytest_tfserving.bundled_server.status import ServingError
 from pytest_tfserving.errors import ConfigError
 from pytest_tfserving.model import WARMUP_RELATIVE_PATH
 from pytest_tfserving.tfrecord import read_records
-
-MAX_NUM_RECORDS = 1000  # WarmupConsts::kMaxNumRecords
+from pytest_tfserving.warmup_contract import MAX_RECORDS, finished_line, no_file_line
 
 
 class WarmupError(Exception):
@@ -63,9 +62,10 @@ def run_warmup(core: Core, servable: Servable, iterations: int) -> int | None:
     from tensorflow_serving.apis import prediction_log_pb2
 
     path = servable.version_dir / WARMUP_RELATIVE_PATH
-    if not path.is_file():
-        return None
     log = get_logger()
+    if not path.is_file():
+        log.info("%s", no_file_line(path))
+        return None
     log.info("Starting to read warmup data for model at %s with model-warmup-options "
              "num_request_iterations: %d", path, iterations)
     t0 = time.monotonic()
@@ -73,9 +73,9 @@ def run_warmup(core: Core, servable: Servable, iterations: int) -> int | None:
     status = "OK"
     try:
         for index, record in enumerate(read_tfrecords(path)):
-            if index >= MAX_NUM_RECORDS:
+            if index >= MAX_RECORDS:
                 raise WarmupError(f"Number of warmup records exceeds the maximum "
-                                  f"({MAX_NUM_RECORDS}) at {path}")
+                                  f"({MAX_RECORDS}) at {path}")
             entry = prediction_log_pb2.PredictionLog()
             try:
                 entry.ParseFromString(record)
@@ -95,8 +95,7 @@ def run_warmup(core: Core, servable: Servable, iterations: int) -> int | None:
     finally:
         elapsed = int((time.monotonic() - t0) * 1e6)
         core.metrics.record_warmup(str(servable.version_dir), status, elapsed, count)
-    log.info("Finished reading warmup data for model at %s. Number of warmup records read: %d. "
-             "Elapsed time (microseconds): %d.", path, count, elapsed)
+    log.info("%s", finished_line(path, count, elapsed))
     return count
 
 

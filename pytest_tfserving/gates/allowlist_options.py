@@ -10,32 +10,32 @@ from typing import TYPE_CHECKING, Any
 from pytest_tfserving.errors import ConfigError
 
 if TYPE_CHECKING:
-    from pytest_tfserving.graph import AllowEntry
     from pytest_tfserving.model import ModelInfo
+    from pytest_tfserving.op_allowlist import AllowEntry
 
 GLOB_CHARS = set("*?[")
 
 
 def op_allowlist(raw: str) -> Any:
-    from pytest_tfserving.graph import parse_allowlist
+    from pytest_tfserving.op_allowlist import parse_allowlist
 
     return parse_allowlist(raw, "op")
 
 
 def input_allowlist(raw: str) -> Any:
-    from pytest_tfserving.graph import parse_allowlist
+    from pytest_tfserving.op_allowlist import parse_allowlist
 
     return parse_allowlist(raw, "input")
 
 
 def op_allow_marker(value: Any) -> Any:
-    from pytest_tfserving.graph import allow_entries
+    from pytest_tfserving.op_allowlist import allow_entries
 
     return allow_entries(value, "op", "marker")
 
 
 def input_allow_marker(value: Any) -> Any:
-    from pytest_tfserving.graph import allow_entries
+    from pytest_tfserving.op_allowlist import allow_entries
 
     return allow_entries(value, "input", "marker")
 

@@ -52,12 +52,10 @@ class WarmupParams:
 
 def check(ctx: GateContext) -> GateResult:
     from pytest_tfserving.tfrecord import count_records
-    from pytest_tfserving.warmup_file import (
-        MAX_RECORDS,
-        inspect_warmup_file,
-        make_command,
-        validate_warmup_file,
-    )
+    from pytest_tfserving.warmup_contract import MAX_RECORDS
+    from pytest_tfserving.warmup_make import make_command
+    from pytest_tfserving.warmup_report import inspect_warmup_file
+    from pytest_tfserving.warmup_validation import validate_warmup_file
 
     params = ctx.params(WarmupParams)
     max_ratio, steady = params.max_cold_ratio, params.steady_requests
@@ -142,7 +140,8 @@ def check(ctx: GateContext) -> GateResult:
 def _no_file(model: ModelInfo, batching: bool, threshold: dict[str, Any]) -> GateResult:
     """No warmup file: a failure with the command that makes one for this deployment, or a
     skip when no signature can be warmed without failing the load or changing the state."""
-    from pytest_tfserving.warmup_file import missing_file_problem, warmup_plan
+    from pytest_tfserving.warmup_make import warmup_plan
+    from pytest_tfserving.warmup_validation import missing_file_problem
 
     measured = {"file": str(model.warmup_file), "file_exists": False}
     try:
@@ -203,7 +202,7 @@ def _summary(cold: dict[str, dict[str, Any]], worst: float | None) -> dict[str, 
 
 
 def _check_replay(server: RunningServer, records: int) -> dict[str, Any]:
-    from pytest_tfserving.warmup_file import no_file_lines, parse_replay_lines
+    from pytest_tfserving.warmup_contract import no_file_lines, parse_replay_lines
 
     out: dict[str, Any] = {"measured": {}, "failures": [], "notes": [], "line": None}
     text = server.logs()

@@ -22,13 +22,23 @@ from pytest_tfserving.gates.context import GateContext
 from pytest_tfserving.gates.result import GateResult
 from pytest_tfserving.load.load_options import LoadOptions
 from pytest_tfserving.option_spec import option
+from pytest_tfserving.sla_rules import DEFAULT_CONFIDENCE, SlaLimits, check_confidence, stop_when
+from pytest_tfserving.sla_verdict import SlaDecision, change_pct, decide, regression_failures
 
 if TYPE_CHECKING:
-    from pytest_tfserving.load.generator import LoadResult, LoadSpec
+    from pytest_tfserving.load.result import LoadResult
     from pytest_tfserving.load.runner import LoadRunner
+    from pytest_tfserving.load.spec import LoadSpec
     from pytest_tfserving.session import RunningServer
 
-ANSWERED_MIN_SHARE = 0.95
+
+
+def confidence_level(raw: str) -> float:
+    """--tfs-sla-confidence: a probability in [0.5, 1)."""
+    try:
+        return check_confidence(p.open_fraction(raw))
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def batching_marker(value: Any) -> dict[str, Any] | bool:
@@ -55,6 +65,12 @@ class SlaParams:
         "each request's intended send time (open loop).", metavar="MS")
     max_error_rate: float = option("sla_max_error_rate", 0.001, p.fraction, "SLA gate: largest "
                                    "allowed share of failed requests.", metavar="FRACTION")
+    confidence: float = option(
+        "sla_confidence", DEFAULT_CONFIDENCE, confidence_level, "SLA gate: how sure a verdict "
+        "must be: PASS when the true p99, error rate and throughput meet the SLA at this "
+        "confidence (binomial test on the requests over the target, as MLPerf LoadGen's early "
+        "stopping), FAIL when they miss it at this confidence, else the load goes on up to "
+        "--tfs-sla-max-duration and the verdict is INCONCLUSIVE.", metavar="LEVEL")
     require_stable: bool = option(
         "sla_require_stable", False, p.boolean, "SLA gate: fail when the windows never agree "
         "(default: report it only).", metavar="BOOL")
@@ -127,14 +143,22 @@ def check(ctx: GateContext) -> GateResult:
         return GateResult(name="sla", passed=False, skipped=True, message=why_not,
                           threshold=_threshold(params, load, False))
     run = measure(ctx, params, load, signature, batching)
-    return render(run, params, load, judge(ctx, run, params, signature))
+    return render(run, params, load, judge(ctx, run, params, signature),
+                  ctx.settings.core.inconclusive)
+
+
+def limits(params: SlaParams, spec: LoadSpec) -> SlaLimits:
+    """What the confidence rules judge: the SLA's limits in this run's loop mode."""
+    return SlaLimits(latency_ms=params.p99_ms, max_error_rate=params.max_error_rate,
+                     min_qps=spec.rate if spec.mode == "closed" else 0.0, mode=spec.mode,
+                     confidence=params.confidence, stability_pct=spec.stability_pct)
 
 
 def measure(ctx: GateContext, params: SlaParams, load: LoadOptions, signature: str,
             batching: BatchingParameters | None) -> SlaRun:
     """Serve (the marker's batching gets its own server), load the baseline then the
     candidate with the same spec, and plot when asked."""
-    from pytest_tfserving.load.generator import run_load
+    from pytest_tfserving.load.driver import run_load
     from pytest_tfserving.load.runner import LoadRunner
 
     spec = load.to_spec()
@@ -154,7 +178,8 @@ def measure(ctx: GateContext, params: SlaParams, load: LoadOptions, signature: s
             ctx, runner, Path(baseline_path), spec, batching, signature, load.batch_size or None)
     result = run_load(server.grpc_address, payloads, spec,
                       metrics_url=server.endpoint.metrics_url, model_name=server.model_name,
-                      progress=runner.progress, label="candidate")
+                      progress=runner.progress, label="candidate",
+                      stop_when=stop_when(limits(params, spec)))
     plots: list[str] = []
     if ctx.settings.core.plot:
         plots = _plots(Path(ctx.settings.core.plot), runner, result, baseline, params.p99_ms,
@@ -163,32 +188,43 @@ def measure(ctx: GateContext, params: SlaParams, load: LoadOptions, signature: s
                   baseline=baseline, baseline_info=baseline_info, plots=plots)
 
 
-def judge(ctx: GateContext, run: SlaRun, params: SlaParams, signature: str) -> list[str]:
-    """The failures (empty: the SLA holds)."""
+def judge(ctx: GateContext, run: SlaRun, params: SlaParams, signature: str) -> SlaDecision:
+    """The decision on the candidate's run, and the regression against the baseline."""
     result = run.result
-    failures = _verdict(result, run.spec, params.p99_ms, run.spec.rate, params.max_error_rate,
-                        params.require_stable)
+    decision = decide(result, limits(params, run.spec), params.require_stable)
+    failures = list(decision.failures)
     if failures and result.requests and result.stats.ok == 0:
         failures += _unknown_rank_hint(ctx, signature)
     if run.baseline is not None:
-        failures += _compare(result, run.baseline, params.max_p99_regression_pct,
-                             params.max_qps_regression_pct)
-    return failures
+        failures += regression_failures(result, run.baseline, params.max_p99_regression_pct,
+                                        params.max_qps_regression_pct)
+    return SlaDecision(failures, decision.judgement)
 
 
-def render(run: SlaRun, params: SlaParams, load: LoadOptions, failures: list[str]) -> GateResult:
+def render(run: SlaRun, params: SlaParams, load: LoadOptions, decision: SlaDecision,
+           inconclusive_policy: str) -> GateResult:
     result, baseline, spec = run.result, run.baseline, run.spec
+    failures = decision.failures
     measured = _measured(result)
     if baseline is not None:
         measured["baseline_p99_ms"] = round(baseline.p99_ms, 3)
         measured["baseline_qps"] = round(baseline.qps, 1)
-        measured["p99_change_pct"] = round(_change_pct(result.p99_ms, baseline.p99_ms), 1)
-        measured["qps_change_pct"] = round(_change_pct(result.qps, baseline.qps), 1)
+        measured["p99_change_pct"] = round(change_pct(result.p99_ms, baseline.p99_ms), 1)
+        measured["qps_change_pct"] = round(change_pct(result.qps, baseline.qps), 1)
     head = (f"{spec.describe()}, {_describe_batching(run.batching)}, requests: {run.source}; "
             f"{_line('candidate', result)}")
     if baseline is not None:
         head += f"; {_line('baseline', baseline)}"
+    judged = decision.judgement
     message = (("; ".join(failures) + ". ") if failures else "") + head
+    if judged is not None:
+        message += f". Verdict: {judged.message()}"
+    if decision.inconclusive:
+        need = judged.need_text() if judged else ""
+        message = (f"INCONCLUSIVE ({'fails' if inconclusive_policy == 'fail' else 'warns'}, "
+                   f"--tfs-inconclusive={inconclusive_policy}): {need}"
+                   f". Measure longer (--tfs-sla-max-duration) or accept a lower confidence "
+                   f"(--tfs-sla-confidence). {message}")
     if result.generator_behind and not failures:
         message += f". Note: {result.generator_note}; the p99 is an upper bound and still passed"
     message += f". Client vs server: {result.server.summary()}"
@@ -198,12 +234,16 @@ def render(run: SlaRun, params: SlaParams, load: LoadOptions, failures: list[str
                                "requests": run.source,
                                "batching": run.batching.as_dict() if run.batching else None,
                                "server_label": run.server.config.label or "default"}
+    if judged is not None:
+        details["judgement"] = judged.as_dict()
+        measured["verdict_confidence"] = judged.confidence
     if baseline is not None:
         details["baseline"] = {**baseline.as_dict(), **run.baseline_info}
         details["table"] = _side_by_side(result, baseline)
     if run.plots:
         details["plots"] = run.plots
-    return GateResult(name="sla", passed=not failures,
+    passed = not failures and (not decision.inconclusive or inconclusive_policy == "warn")
+    return GateResult(name="sla", passed=passed, inconclusive=decision.inconclusive,
                       threshold=_threshold(params, load, baseline is not None),
                       measured=measured, message=message, details=details)
 
@@ -257,62 +297,6 @@ def _line(name: str, r: LoadResult) -> str:
             f"{'stable' if r.stable else 'unstable: ' + r.stability_reason}")
 
 
-def _verdict(r: LoadResult, spec: Any, p99_ms: float, min_qps: float, max_error_rate: float,
-             require_stable: bool) -> list[str]:
-    failures: list[str] = []
-    if not r.requests:
-        failures.append("no request was measured (nothing was sent or answered in the "
-                        f"measurement windows): {r.generator_note or 'see the load log above'}; "
-                        "a gate cannot pass on no evidence")
-        return failures
-    if r.requests and r.stats.ok == 0:
-        codes = ", ".join(f"{k} x{v}" for k, v in sorted(r.errors.items()))
-        first = "; ".join(f"{k}: {v}" for k, v in r.error_details.items())
-        failures.append(f"every request failed ({codes}; {first})")
-        return failures
-    if r.rate_not_offered:
-        failures.append(f"the load generator could not offer {spec.rate:g} req/s, so the "
-                        f"server was not tested at that rate: {r.generator_note}")
-    if r.p99_ms > p99_ms:
-        # Latency is measured from the intended send time, so a late generator can only make
-        # it worse: a pass stands, a failure says how much of it may be the client's.
-        late = (f" (the generator itself was late: {r.generator_note})"
-                if r.generator_behind and not r.rate_not_offered else "")
-        failures.append(f"p99 {r.p99_ms:.2f} ms > target {p99_ms:g} ms{late}")
-    if spec.mode == "open":
-        # Poisson arrivals send about min_qps, not exactly: compare with what was sent
-        if r.qps < ANSWERED_MIN_SHARE * r.offered_qps:
-            failures.append(f"the server answered {r.qps:.0f} req/s successfully of the "
-                            f"{r.offered_qps:.0f} sent (needs >= {ANSWERED_MIN_SHARE:.0%})")
-    elif r.qps < min_qps:
-        failures.append(f"achieved {r.qps:.0f} req/s < required {min_qps:g} req/s at "
-                        f"concurrency {spec.concurrency}")
-    if r.error_rate > max_error_rate:
-        codes = ", ".join(f"{k} x{v}" for k, v in sorted(r.errors.items()))
-        failures.append(f"error rate {r.error_rate:.3%} > limit {max_error_rate:.3%} ({codes}; "
-                        f"first: {r.error_details})")
-    if require_stable and not r.stable:
-        failures.append(f"the measurement never became stable ({r.stability_reason})")
-    return failures
-
-
-def _change_pct(new: float, old: float) -> float:
-    return (new - old) / old * 100.0 if old > 0 else 0.0
-
-
-def _compare(r: LoadResult, base: LoadResult, p99_regr: float, qps_regr: float) -> list[str]:
-    failures = []
-    p99_change = _change_pct(r.p99_ms, base.p99_ms)
-    if p99_change > p99_regr:
-        failures.append(f"p99 {r.p99_ms:.2f} ms is {p99_change:.1f}% above the baseline's "
-                        f"{base.p99_ms:.2f} ms (limit +{p99_regr:g}%)")
-    qps_change = _change_pct(r.qps, base.qps)
-    if -qps_change > qps_regr:
-        failures.append(f"throughput {r.qps:.0f} req/s is {-qps_change:.1f}% below the "
-                        f"baseline's {base.qps:.0f} req/s (limit -{qps_regr:g}%)")
-    return failures
-
-
 def _measured(r: LoadResult) -> dict[str, Any]:
     lo, hi = r.p99_ci_ms()
     out: dict[str, Any] = {
@@ -335,14 +319,14 @@ def _side_by_side(r: LoadResult, base: LoadResult) -> list[dict[str, Any]]:
     for key in ("p50_ms", "p99_ms", "p999_ms", "qps", "error_rate", "mean_batch_size"):
         cand, old = float(getattr(r, key)), float(getattr(base, key))
         rows.append({"metric": key, "candidate": round(cand, 4), "baseline": round(old, 4),
-                     "change_pct": round(_change_pct(cand, old), 1)})
+                     "change_pct": round(change_pct(cand, old), 1)})
     return rows
 
 
 def _run_baseline(ctx: GateContext, runner: LoadRunner, path: Path, spec: LoadSpec,
                   batching: BatchingParameters | None, signature: str | None,
                   batch_size: int | None) -> tuple[LoadResult, dict[str, Any]]:
-    from pytest_tfserving.load.generator import run_load
+    from pytest_tfserving.load.driver import run_load
     from pytest_tfserving.model import inspect_model
 
     model = inspect_model(path, ctx.model.name)

@@ -28,12 +28,8 @@ from pytest_tfserving import option_parsers as p
 from pytest_tfserving.gates import allowlist_options as allowlists
 from pytest_tfserving.gates.context import GateContext
 from pytest_tfserving.gates.result import GateResult
-from pytest_tfserving.graph import (
-    AllowEntry,
-    InputDtype,
-    OpFinding,
-    SavedModelGraph,
-)
+from pytest_tfserving.graph import InputDtype, OpFinding, SavedModelGraph
+from pytest_tfserving.op_allowlist import AllowEntry
 from pytest_tfserving.option_spec import option
 
 if TYPE_CHECKING:

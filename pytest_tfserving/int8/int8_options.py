@@ -17,6 +17,11 @@ if TYPE_CHECKING:
     from pytest_tfserving.model import ModelInfo
 
 
+def _metric_marker(value: Any) -> Any:
+    """A marker's ``metric=``: a name (parsed like the flag) or a callable as is."""
+    return value if callable(value) else p.text(str(value))
+
+
 def _eval_data_marker(value: Any) -> Any:
     """A marker's ``eval_data=``: a path (parsed like the flag) or arrays / an EvalData as is."""
     if isinstance(value, (str, Path)):
@@ -35,10 +40,11 @@ class Int8Options:
     int8_model: Path | None = option(
         "int8_model", None, p.existing_file, "int8_delta gate: use this INT8 .tflite instead "
         "of quantizing the SavedModel.", metavar="FILE.tflite")
-    metric: str = option(
+    metric: Any = option(
         "int8_metric", "auto", p.text, "int8_delta gate metric: auto, accuracy, top_k_accuracy, "
         "auc, mae, rmse; label-free: agreement, max_abs_diff, mean_abs_diff, cosine; or "
-        "module:function (fn(target, predictions) -> float).", metavar="NAME")
+        "module:function (fn(target, predictions) -> float).", metavar="NAME",
+        from_marker=_metric_marker)
     max_delta: float | None = option(
         "int8_max_delta", None, p.non_negative_float, "int8_delta gate: largest allowed "
         "absolute worsening of the metric from float to INT8 (default 0.01 for accuracy-like "

@@ -13,7 +13,7 @@ from pytest_tfserving.core_options import require_signatures
 from pytest_tfserving.option_spec import option
 
 if TYPE_CHECKING:
-    from pytest_tfserving.load.generator import LoadSpec
+    from pytest_tfserving.load.spec import LoadSpec
     from pytest_tfserving.model import ModelInfo
 
 # The defaults suit the demo CTR model on a 2-core machine with the bundled server: 300 req/s
@@ -43,8 +43,12 @@ class LoadOptions:
         "sla_stability_pct", 10.0, p.non_negative_float, "SLA gate: windows agree when p99 and "
         "throughput of 3 in a row are within this % (perf_analyzer's rule); 0 = measure "
         "--tfs-sla-duration once.", metavar="PCT")
-    max_windows: int = option("sla_max_windows", 10, p.positive_int, "SLA gate: stop after this "
-                              "many windows even if never stable.", metavar="N")
+    max_windows: int = option("sla_max_windows", 30, p.positive_int, "SLA gate: stop after this "
+                              "many windows even if never stable or decided.", metavar="N")
+    max_duration: float = option(
+        "sla_max_duration", 30.0, p.positive_float, "SLA gate: longest measurement (after "
+        "warm-up) while the verdict is undecided at --tfs-sla-confidence or the windows "
+        "disagree; at least --tfs-sla-duration.", metavar="SECONDS")
     workers: int = option("sla_workers", 0, p.non_negative_int, "Load generator processes (0 = "
                           "as the rate needs, at most one per core).", metavar="N")
     batch_size: int = option(
@@ -63,14 +67,18 @@ class LoadOptions:
 
     def to_spec(self, **changes: Any) -> LoadSpec:
         """The LoadSpec these options describe, with LoadSpec field changes on top."""
-        from pytest_tfserving.load.generator import LoadSpec
+        from pytest_tfserving.load.spec import LoadSpec
 
         spec = LoadSpec(
             rate=self.min_qps, mode="closed" if self.concurrency else "open",
             arrival=self.arrival, concurrency=self.concurrency or 1, duration_s=self.duration,
             warmup_s=self.warmup, stability_pct=self.stability_pct,
             max_windows=self.max_windows, timeout_s=self.timeout, workers=self.workers)
-        return replace(spec, **changes).validate()
+        spec = replace(spec, **changes)
+        if "max_windows" not in changes:  # the longest measurement bounds the windows too
+            cap = max(spec.min_windows, int(self.max_duration // spec.window + 1e-9))
+            spec = replace(spec, max_windows=max(spec.min_windows, min(spec.max_windows, cap)))
+        return spec.validate()
 
     def check_model(self, model: ModelInfo, sources: Mapping[str, str]) -> None:
         """The load signature exists; a requests .npz has an array per input it needs."""

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_tfserving.errors import ConfigError
-from pytest_tfserving.load.generator import LoadResult
+from pytest_tfserving.load.result import LoadResult
 
 
 def _pyplot() -> Any:

@@ -6,14 +6,20 @@ what the ``tfs_load`` fixture returns and what the SLA gate uses.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pytest_tfserving.errors import ConfigError
-from pytest_tfserving.load.generator import LoadResult, run_load
+from pytest_tfserving.load.driver import run_load
 from pytest_tfserving.load.load_options import LoadOptions
+from pytest_tfserving.load.result import LoadResult
 from pytest_tfserving.load.search import MaxQps, max_qps
+from pytest_tfserving.load.stats import WindowStats
+from pytest_tfserving.sla_rules import DEFAULT_CONFIDENCE, SlaLimits, stop_when
+
+StopRule = Callable[[Sequence[WindowStats]], bool]
 
 if TYPE_CHECKING:
     from pytest_tfserving.model import ModelInfo
@@ -62,7 +68,7 @@ class LoadRunner:
                  timeout: float | None = None, workers: int | None = None,
                  batch_size: int | None = None, signature: str | None = None,
                  requests: Sequence[Any] | None = None, server: RunningServer | None = None,
-                 label: str = "") -> LoadResult:
+                 label: str = "", stop_when: StopRule | None = None) -> LoadResult:
         """One load run. Open loop at ``rate`` req/s unless ``concurrency`` is given."""
         changes: dict[str, Any] = {"max_requests": max_requests}
         if rate is not None:
@@ -82,19 +88,28 @@ class LoadRunner:
         payloads, _ = self.payloads(signature, batch_size, requests)
         result = run_load(target.grpc_address, payloads, spec,
                           metrics_url=target.endpoint.metrics_url, model_name=target.model_name,
-                          progress=self.progress, label=label or target.config.label)
+                          progress=self.progress, label=label or target.config.label,
+                          stop_when=stop_when)
         self.history.append(result)
         return result
 
     def max_qps(self, p99_ms: float, lo: float = 50.0, hi: float = 20_000.0,
                 duration: float = 2.0, precision: float = 0.05, max_error_rate: float = 0.001,
+                max_trial: float = 10.0, confidence: float = DEFAULT_CONFIDENCE,
                 **kwargs: Any) -> MaxQps:
-        """The highest open-loop rate whose p99 stays within ``p99_ms`` (binary search)."""
+        """The highest open-loop rate whose p99 stays within ``p99_ms`` at ``confidence``
+        (binary search). Each trial measures at least ``duration`` seconds and goes on, up to
+        ``max_trial``, until the latency verdict is decided."""
         warmup = kwargs.pop("warmup", 0.5)
+        window = duration / 3.0
+        # stop once the latency is decided (errors are judged on the finished trial)
+        rule = stop_when(SlaLimits(latency_ms=p99_ms, max_error_rate=1.0,
+                                   confidence=confidence, stability_pct=0.0))
 
         def one(rate: float) -> LoadResult:
             return self(rate=rate, duration=duration, concurrency=0, stability_pct=0,
-                        warmup=warmup, **kwargs)
+                        warmup=warmup, stop_when=rule,
+                        max_windows=max(3, math.ceil(max_trial / window)), **kwargs)
 
         return max_qps(one, p99_ms, lo=lo, hi=hi, precision=precision,
-                       max_error_rate=max_error_rate)
+                       max_error_rate=max_error_rate, confidence=confidence)

@@ -7,7 +7,7 @@ worker processes); ``LatencyStats`` is any merged histogram with its counts.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -172,25 +172,27 @@ class WindowStats:
                 "send_lag_p99_ms": round(self.lag_p99_ms, 3), "partial": self.partial}
 
 
-def window_from_messages(index: int, messages: Iterable[Mapping[str, Any]]) -> WindowStats:
-    """Merge the per-worker messages of window ``index`` (see ``worker.py``)."""
-    hists, lags, services = [], [], []
-    sent = ok = 0
-    errors: dict[str, int] = {}
-    span = 0.0
-    partial = False
-    for message in messages:
-        hists.append(decode(str(message["hist"])))
-        lags.append(decode(str(message["lag"])))
-        services.append(decode(str(message.get("service", ""))))
-        sent += int(message["sent"])
-        ok += int(message["ok"])
-        for code, n in dict(message["errors"]).items():
-            errors[code] = errors.get(code, 0) + int(n)
-        span = max(span, float(message["span_s"]))  # workers share the window's time span
-        partial = partial or bool(message["partial"])
-    return WindowStats(index, LatencyStats(merge(hists), span, sent, ok, errors), merge(lags),
-                       partial, merge(services))
+def hist_count_over(hist: HdrHistogram, ms: float) -> int:
+    """Recorded latencies above ``ms`` (a value counts when its whole HDR bucket, 0.1 % wide,
+    lies above: one recorded within 0.1 % of ``ms`` does not count)."""
+    limit_us = math.floor(ms * 1000.0)
+    if limit_us < 0:
+        return int(hist.get_total_count())
+    if limit_us >= HIST_MAX_US:
+        return 0
+    first_over = hist.get_counts_array_index(limit_us) + 1  # indexes grow with the value
+    return int(sum(hist.counts[first_over:hist.counts_len]))
+
+
+def count_over(windows: Iterable[WindowStats], ms: float) -> tuple[int, int]:
+    """(OK requests slower than ``ms``, OK requests) over ``windows``: the counts a confidence
+    rule on "at most x % of requests over the target" needs. Failed requests are in neither
+    (they have no latency); read ``window.stats.errors`` for them."""
+    over = total = 0
+    for window in windows:
+        over += hist_count_over(window.stats.hist, ms)
+        total += window.stats.count
+    return over, total
 
 
 def combine(windows: Iterable[WindowStats]) -> LatencyStats:

@@ -94,7 +94,7 @@ def default_space(cores: int) -> SearchSpace:
 def largest_request(model: ModelInfo, batch_size: int | None) -> int:
     """The most examples one request carries: the load's batch size, and every warmup record
     (a warmup record above max_batch_size fails the model's load, as in TF Serving)."""
-    from pytest_tfserving.warmup_file import inspect_warmup_file
+    from pytest_tfserving.warmup_report import inspect_warmup_file
 
     sizes = [batch_size or 1]
     path = model.version_dir / "assets.extra" / "tf_serving_warmup_requests"
