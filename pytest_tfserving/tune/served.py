@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pytest_tfserving.errors import ConfigError
-from pytest_tfserving.load.generator import LoadResult, LoadSpec, run_load
+from pytest_tfserving.load.driver import run_load
+from pytest_tfserving.load.result import LoadResult
 from pytest_tfserving.load.search import MaxQps, max_qps
 from pytest_tfserving.load.server_metrics import scrape
+from pytest_tfserving.load.spec import LoadSpec
 from pytest_tfserving.tune.invariance import check_invariance
 from pytest_tfserving.tune.search import Stage, TrialResult
 from pytest_tfserving.tune.server_cost import batch_evidence, cpu_seconds
