@@ -17,6 +17,7 @@ from pytest_tfserving.load.result import LoadResult
 from pytest_tfserving.load.search import MaxQps, max_qps
 from pytest_tfserving.load.server_metrics import scrape
 from pytest_tfserving.load.spec import LoadSpec
+from pytest_tfserving.sla_rules import DEFAULT_CONFIDENCE, SlaLimits, stop_when
 from pytest_tfserving.tune.invariance import check_invariance
 from pytest_tfserving.tune.search import Stage, TrialResult
 from pytest_tfserving.tune.server_cost import batch_evidence, cpu_seconds
@@ -70,12 +71,19 @@ class ServedTrial:
         finally:
             self.session.stop_server(config)
 
-    def _load(self, server: RunningServer, rate: float, duration: float) -> LoadResult:
+    def _load(self, server: RunningServer, rate: float, duration: float,
+              decide: bool = False) -> LoadResult:
+        """One run; with ``decide`` it goes on (up to 4x ``duration``) until the p99 verdict
+        at the default confidence is decided, as ``LoadRunner.max_qps`` trials do."""
+        window = duration / 3.0
         spec = LoadSpec(rate=rate, duration_s=duration, warmup_s=self.warmup_s,
-                        stability_pct=0).validate()
+                        stability_pct=0, max_windows=12 if decide else 10).validate()
+        rule = stop_when(SlaLimits(latency_ms=self.p99_ms, max_error_rate=1.0,
+                                   confidence=DEFAULT_CONFIDENCE, stability_pct=0.0)) \
+            if decide and window > 0 else None
         return run_load(server.grpc_address, self.payloads, spec,
                         metrics_url=server.endpoint.metrics_url, model_name=server.model_name,
-                        label=server.config.label)
+                        label=server.config.label, stop_when=rule)
 
     def _max_qps(self, server: RunningServer, stage: Stage) -> MaxQps:
         """The rate search, started near the hint; when the hint's rate already fails, it
@@ -83,7 +91,8 @@ class ServedTrial:
         lo = max(20.0, stage.hint_qps * 0.8) if stage.hint_qps else 50.0
         trials = []
         while True:
-            found = max_qps(lambda rate: self._load(server, rate, stage.duration_s), self.p99_ms,
+            found = max_qps(lambda rate: self._load(server, rate, stage.duration_s, True),
+                            self.p99_ms,
                             lo=lo, precision=0.1 if stage.name == "screen" else 0.05,
                             max_trials=self.max_steps)
             trials += found.trials
