@@ -3,6 +3,7 @@ batching invariance, find its QPS at the p99 budget, measure it at the SLA rate,
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -73,11 +74,12 @@ class ServedTrial:
 
     def _load(self, server: RunningServer, rate: float, duration: float,
               decide: bool = False) -> LoadResult:
-        """One run; with ``decide`` it goes on (up to 4x ``duration``) until the p99 verdict
+        """One run; with ``decide`` it goes on (up to ~8 s) until the p99 verdict
         at the default confidence is decided, as ``LoadRunner.max_qps`` trials do."""
         window = duration / 3.0
         spec = LoadSpec(rate=rate, duration_s=duration, warmup_s=self.warmup_s,
-                        stability_pct=0, max_windows=12 if decide else 10).validate()
+                        stability_pct=0,
+                        max_windows=max(10, math.ceil(8.0 / window)) if decide else 10).validate()
         rule = stop_when(SlaLimits(latency_ms=self.p99_ms, max_error_rate=1.0,
                                    confidence=DEFAULT_CONFIDENCE, stability_pct=0.0)) \
             if decide and window > 0 else None
@@ -88,7 +90,7 @@ class ServedTrial:
     def _max_qps(self, server: RunningServer, stage: Stage) -> MaxQps:
         """The rate search, started near the hint; when the hint's rate already fails, it
         starts again lower (at most twice) rather than report 0."""
-        lo = max(20.0, stage.hint_qps * 0.8) if stage.hint_qps else 50.0
+        lo = max(20.0, stage.hint_qps * 0.8) if stage.hint_qps else 100.0
         trials = []
         while True:
             found = max_qps(lambda rate: self._load(server, rate, stage.duration_s, True),
