@@ -10,6 +10,8 @@ The file format is the one ``tensorflow_model_server --batching_parameters_file`
     allowed_batch_sizes: 8
     allowed_batch_sizes: 32
     pad_variable_length_inputs: true
+    enable_large_batch_splitting { value: true }
+    max_execution_batch_size { value: 16 }
 
 Pure Python on purpose: the plugin and the bundled server both use it, with no TF import.
 """
@@ -29,10 +31,9 @@ DEFAULT_BATCH_TIMEOUT_MICROS = 0
 DEFAULT_MAX_ENQUEUED_BATCHES = 10
 
 _WRAPPED_INT_FIELDS = ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches",
-                       "num_batch_threads")
+                       "num_batch_threads", "max_execution_batch_size")
 _WRAPPED_STR_FIELDS = ("thread_pool_name",)
-_KNOWN_IGNORED = ("enable_large_batch_splitting", "max_execution_batch_size",
-                  "thread_pool_name", "batch_padding_policy", "mixed_priority_batching_policy")
+_KNOWN_IGNORED = ("thread_pool_name", "batch_padding_policy", "mixed_priority_batching_policy")
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,10 @@ class BatchingParameters:
     num_batch_threads: int = 0  # 0: one per core, as TF Serving's default
     allowed_batch_sizes: tuple[int, ...] = ()
     pad_variable_length_inputs: bool = False
+    # Large-batch splitting (TF Serving's shared batch scheduler): a task is split so that no
+    # executed batch exceeds max_execution_batch_size (0: max_batch_size, as TF Serving).
+    enable_large_batch_splitting: bool = False
+    max_execution_batch_size: int = 0
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -61,6 +66,16 @@ class BatchingParameters:
             out.append(f"max_enqueued_batches={self.max_enqueued_batches} must be >= 1")
         if self.num_batch_threads < 0:
             out.append(f"num_batch_threads={self.num_batch_threads} must be >= 0 (0 = cores)")
+        if self.max_execution_batch_size < 0:
+            out.append(f"max_execution_batch_size={self.max_execution_batch_size} must be >= 1 "
+                       "(or left out: max_batch_size)")
+        elif self.enable_large_batch_splitting and \
+                self.max_execution_batch_size > self.max_batch_size:
+            out.append(
+                f"max_execution_batch_size={self.max_execution_batch_size} is above "
+                f"max_batch_size={self.max_batch_size}: with enable_large_batch_splitting TF "
+                "Serving requires max_batch_size (the input batch size limit) >= "
+                "max_execution_batch_size")
         sizes = list(self.allowed_batch_sizes)
         if sizes:
             if sizes != sorted(set(sizes)) or sizes[0] < 1:
@@ -74,6 +89,14 @@ class BatchingParameters:
 
     def with_overrides(self, **changes: Any) -> BatchingParameters:
         return replace(self, **changes)
+
+    @property
+    def execution_batch_size(self) -> int:
+        """The largest batch the scheduler runs: max_execution_batch_size with splitting on
+        (max_batch_size when left out), else max_batch_size."""
+        if self.enable_large_batch_splitting and self.max_execution_batch_size:
+            return self.max_execution_batch_size
+        return self.max_batch_size
 
     def effective_threads(self, cores: int) -> int:
         return self.num_batch_threads or max(1, cores)
@@ -96,6 +119,11 @@ class BatchingParameters:
         lines += [f"allowed_batch_sizes: {s}" for s in self.allowed_batch_sizes]
         if self.pad_variable_length_inputs:
             lines.append("pad_variable_length_inputs: true")
+        if self.enable_large_batch_splitting:
+            lines.append("enable_large_batch_splitting { value: true }")
+            if self.max_execution_batch_size:
+                lines.append(f"max_execution_batch_size {{ value: "
+                             f"{self.max_execution_batch_size} }}")
         return "\n".join(lines) + "\n"
 
     def as_dict(self) -> dict[str, Any]:
@@ -137,10 +165,9 @@ def parse_batching_text(text: str, source: str = "<text>") -> BatchingParameters
             values[name] = _int(raw, name, source)
         elif name == "allowed_batch_sizes":
             allowed.append(_int(raw, name, source))
-        elif name == "pad_variable_length_inputs":
+        elif name in ("pad_variable_length_inputs", "enable_large_batch_splitting"):
             if raw not in ("true", "false"):
-                raise ConfigError(f"{source}: pad_variable_length_inputs must be true or false, "
-                                  f"got {raw!r}")
+                raise ConfigError(f"{source}: {name} must be true or false, got {raw!r}")
             values[name] = raw == "true"
         elif name in _KNOWN_IGNORED or name in _WRAPPED_STR_FIELDS:
             continue

@@ -43,6 +43,12 @@ class BatchingOptions:
                                                          "SIZES", ", e.g. 8,16,32")
     pad_variable_length_inputs: bool | None = _field("pad_variable_length_inputs", p.boolean,
                                                      "BOOL")
+    enable_large_batch_splitting: bool | None = _field(
+        "enable_large_batch_splitting", p.boolean, "BOOL",
+        ": split a task so that no executed batch exceeds max_execution_batch_size")
+    max_execution_batch_size: int | None = _field(
+        "max_execution_batch_size", p.positive_int, "N",
+        " (with large-batch splitting; default max_batch_size)")
 
     def parameters(self, sources: Mapping[str, str]) -> tuple[BatchingParameters | None, str]:
         """Off, or the file's parameters with per-field options on top (the playbook's defaults

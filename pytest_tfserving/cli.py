@@ -1,5 +1,5 @@
-"""The ``python -m pytest_tfserving`` command line (also ``pytest-tfserving``): ``warmup make``
-and ``warmup inspect``.
+"""The ``python -m pytest_tfserving`` command line (also ``pytest-tfserving``): ``warmup make``,
+``warmup inspect`` and ``tune --model M``.
 
 Exit status: 0 done / file valid, 1 the file has problems, 2 bad arguments or unreadable input.
 """
@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="validate against this SavedModel")
     inspect.add_argument("--limit", type=int, default=20, help="records to list (default 20)")
     inspect.add_argument("--json", action="store_true", help="print JSON")
+    from pytest_tfserving.tune.cli import add_parser
+
+    add_parser(commands)
     return parser
 
 
@@ -143,6 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "warmup":
             return _make(args) if args.action == "make" else _inspect(args)
+        if args.command == "tune":
+            from pytest_tfserving.tune.cli import run
+
+            return run(args)
     except TFServingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

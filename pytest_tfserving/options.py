@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from pytest_tfserving import option_parsers as p
 from pytest_tfserving.option_spec import Option, declared
 
 T = TypeVar("T")
@@ -52,10 +53,14 @@ def help_text(spec: Option) -> str:
 def add_options(parser: pytest.Parser, classes: Sequence[type]) -> None:
     group = parser.getgroup(GROUP, "TF Serving release gate (pytest-tfserving)")
     for spec in all_options(classes):
+        # a boolean flag given bare (--tfs-tune) means true; --tfs-tune=false still parses
+        bare = {"nargs": "?", "const": "true"} if spec.parse is p.boolean and \
+            not spec.multiple else {}
         group.addoption(
             spec.flag, dest=spec.dest, default=None, metavar=spec.metavar,
             action="append" if spec.multiple else "store",
             help=help_text(spec).replace("%", "%%"),  # argparse %-formats help strings
+            **bare,
         )
         parser.addini(spec.ini, help=spec.help, default=None)
 

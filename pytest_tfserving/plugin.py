@@ -212,6 +212,16 @@ def tfs_load(request: pytest.FixtureRequest, tfs_server: Any, tfs_requests: Any)
                       progress=terminal_progress(request.config))
 
 
+@pytest.fixture
+def tfs_tune(request: pytest.FixtureRequest, tfs_requests: Any) -> Any:
+    """Config searches: ``outcome = tfs_tune(space=SearchSpace(max_batch_size=(16, 32)),
+    p99_ms=20, budget_s=120)`` serves each candidate for real (its own server, stopped after)
+    and returns every trial, ``.recommended``, ``.current``, ``.off`` and ``.gap()``."""
+    from pytest_tfserving.tune.fixture import TuneFixture
+
+    return TuneFixture(_require_model(request), request.config, tfs_requests)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = get_session(session.config)
     try:

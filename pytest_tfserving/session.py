@@ -179,6 +179,15 @@ class TFSSession:
             self._servers[config] = running
             return running
 
+    def stop_server(self, config: ServeConfig) -> None:
+        """Stop the server started for ``config`` (if running) and forget it, so that a later
+        ``server(config)`` starts a fresh one; the tuner stops each candidate's this way."""
+        with self._lock:
+            running = self._servers.pop(config, None)
+            self._failed.pop(config, None)
+        if running is not None:
+            running.stop()
+
     def servers(self) -> list[RunningServer]:
         return list(self._servers.values())
 

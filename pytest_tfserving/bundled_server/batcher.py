@@ -15,6 +15,13 @@
   batch up to the next allowed size by repeating the last row; ``pad_variable_length_inputs``
   pads non-batch dims to the batch's max (zeros / empty strings), else differing shapes fail as
   in ``batching/batching_session.cc``.
+- ``enable_large_batch_splitting``: the open batch closes at ``max_execution_batch_size``; a task
+  that does not fit the open batch is split (its first piece fills the open batch, the rest goes
+  in pieces of ``max_execution_batch_size``), so tasks may span batches and no executed batch is
+  larger than ``max_execution_batch_size``; the task's outputs are the pieces' outputs
+  concatenated in order, and one failed piece fails the task. A task larger than the queue's
+  remaining capacity fails with UNAVAILABLE (``shared_batch_scheduler.h``
+  ValidateBatchTaskQueueCapacity).
 - Per batch: processed (padded) size, padding size and each task's queuing delay go to metrics.
 """
 
@@ -36,6 +43,7 @@ from pytest_tfserving.batching import BatchingParameters
 from pytest_tfserving.bundled_server.metrics import Metrics
 from pytest_tfserving.bundled_server.servable import Arrays, SignatureRunner
 from pytest_tfserving.bundled_server.status import ServingError, invalid, precondition, unavailable
+from pytest_tfserving.bundled_server.task_split import Future, TaskSplit, piece_sizes
 
 QueueKey = tuple[int, tuple[str, ...], tuple[str, ...]]  # (id(runner), inputs, outputs)
 
@@ -45,8 +53,10 @@ class _Task:
     arrays: Mapping[str, np.ndarray[Any, Any]]
     size: int
     enqueued: float
-    future: cf.Future[Arrays] | asyncio.Future[Arrays]
+    future: Future | None  # None for a piece of a split task
     loop: asyncio.AbstractEventLoop | None  # set for asyncio futures: resolved on their loop
+    split: TaskSplit | None = None
+    part: int = 0
 
 
 @dataclass
@@ -177,7 +187,7 @@ class BatchScheduler:
         return future
 
     def _enqueue(self, runner: SignatureRunner, arrays: Mapping[str, np.ndarray[Any, Any]],
-                 outputs: tuple[str, ...], future: cf.Future[Arrays] | asyncio.Future[Arrays],
+                 outputs: tuple[str, ...], future: Future,
                  loop: asyncio.AbstractEventLoop | None) -> None:
         size = task_size(arrays)
         params = self.params_for(runner)
@@ -192,19 +202,15 @@ class BatchScheduler:
             queue = self._queues.get(key)
             if queue is None:
                 queue = self._queues[key] = _Queue(runner, outputs, params)
+            if params.enable_large_batch_splitting:
+                self._enqueue_split(queue, _Task(arrays, size, time.monotonic(), future, loop))
+                return
             now = time.monotonic()
             open_batch = queue.open
             wake = queue.timeout_s == 0  # a free thread takes whatever is queued
             if open_batch.size + size > limit:
-                enqueued = len(queue.closed) + 1
-                if enqueued >= params.max_enqueued_batches:
-                    raise unavailable(
-                        "The batch scheduling queue to which this task was submitted is full; "
-                        f"currently {enqueued} batches enqueued and max_enqueued_batches is "
-                        f"{params.max_enqueued_batches}"
-                    )
-                queue.closed.append(open_batch)
-                open_batch = queue.open = _Batch()
+                self._close_open(queue)
+                open_batch = queue.open
                 wake = True
             if not open_batch.tasks:
                 open_batch.start = now
@@ -215,6 +221,53 @@ class BatchScheduler:
             # until the open batch's deadline, so only a new batch or a full one needs a wake.
             if wake or open_batch.size >= limit:
                 self._cond.notify()
+
+    def _close_open(self, queue: _Queue) -> None:
+        """Close the open batch and open a new one; UNAVAILABLE when the queue is full."""
+        enqueued = len(queue.closed) + 1
+        if enqueued >= queue.params.max_enqueued_batches:
+            raise unavailable(
+                "The batch scheduling queue to which this task was submitted is full; "
+                f"currently {enqueued} batches enqueued and max_enqueued_batches is "
+                f"{queue.params.max_enqueued_batches}"
+            )
+        queue.closed.append(queue.open)
+        queue.open = _Batch()
+
+    def _enqueue_split(self, queue: _Queue, task: _Task) -> None:
+        """Large-batch splitting (under the lock): fill the open batch, then new batches of at
+        most ``max_execution_batch_size``; the pieces resolve the task together."""
+        params = queue.params
+        limit = params.execution_batch_size
+        enqueued = len(queue.closed) + 1
+        capacity = (params.max_enqueued_batches - enqueued) * limit + limit - queue.open.size
+        if task.size > capacity:
+            raise unavailable(
+                "The batch scheduling queue to which this task was submitted is full; task size "
+                f"is {task.size} but scheduling capacity is only {capacity} "
+                f"(num_enqueued_batches={enqueued}, max_enqueued_batches="
+                f"{params.max_enqueued_batches}, open_batch_size={queue.open.size}, "
+                f"max_execution_batch_size={limit})")
+        room = limit - queue.open.size
+        sizes = piece_sizes(task.size, room, limit)
+        pieces = [task]
+        if len(sizes) > 1:
+            assert task.future is not None
+            split = TaskSplit(task.future, task.loop, len(sizes))
+            offsets = np.cumsum([0] + sizes)
+            pieces = [
+                _Task({k: a[offsets[i]:offsets[i + 1]] for k, a in task.arrays.items()}, n,
+                      task.enqueued, None, None, split, i)
+                for i, n in enumerate(sizes)
+            ]
+        for piece in pieces:
+            if queue.open.size + piece.size > limit:
+                self._close_open(queue)
+            if not queue.open.tasks:
+                queue.open.start = time.monotonic()
+            queue.open.tasks.append(piece)
+            queue.open.size += piece.size
+        self._cond.notify()
 
     # -- workers ---------------------------------------------------------------------------
     def _pick(self, now: float) -> tuple[_Queue, _Batch] | None:
@@ -227,7 +280,7 @@ class BatchScheduler:
             return best
         for q in self._queues.values():
             b = q.open
-            if b.tasks and (b.size >= q.params.max_batch_size or now >= b.start + q.timeout_s
+            if b.tasks and (b.size >= q.params.execution_batch_size or now >= b.start + q.timeout_s
                             or self._stopping):
                 if best is None or b.start < best[1].start:
                     best = (q, b)
@@ -321,6 +374,11 @@ def _deliver(tasks: list[_Task], results: list[Arrays | BaseException]) -> None:
     by_loop: dict[asyncio.AbstractEventLoop,
                   list[tuple[asyncio.Future[Arrays], Arrays | BaseException]]] = {}
     for t, result in zip(tasks, results, strict=True):
+        if t.split is not None:
+            whole = t.split.piece_done(t.part, result)
+            if whole is None:
+                continue
+            t, result = _Task({}, 0, 0.0, t.split.future, t.split.loop), whole
         if t.loop is not None:
             assert isinstance(t.future, asyncio.Future)
             by_loop.setdefault(t.loop, []).append((t.future, result))

@@ -29,6 +29,12 @@ class GateSpec:
         gate: GateFunction = _attribute(self.implementation)
         return gate
 
+    def switched_on(self, settings: Any) -> bool:
+        """A gate outside the default suite joins it when its settings' ``enabled`` option is
+        true (``--tfs-tune``)."""
+        return any(getattr(settings.params(cls), "enabled", False) is True
+                   for cls in self.param_classes())
+
     def param_classes(self) -> tuple[type, ...]:
         """The gate's settings classes; marker keywords are the union of their fields'."""
         return tuple(_attribute(path) for path in self.params)
@@ -65,6 +71,10 @@ GATES: tuple[GateSpec, ...] = (
     GateSpec("sla", "pytest_tfserving.gates.sla:check", "tfs_sla",
              "open-loop P99 and QPS under dynamic batching, with server-side batch evidence",
              True, ("pytest_tfserving.gates.sla:SlaParams", LOAD)),
+    GateSpec("tune", "pytest_tfserving.gates.tune:check", "tfs_tune",
+             "search batching and thread-pool configs for the highest QPS within the p99 "
+             "budget; the shipped config within --tfs-tune-max-gap of the best", True,
+             ("pytest_tfserving.gates.tune:TuneParams",), in_default_suite=False),
 )
 
 
