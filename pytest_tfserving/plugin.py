@@ -217,9 +217,11 @@ def tfs_tune(request: pytest.FixtureRequest, tfs_requests: Any) -> Any:
     """Config searches: ``outcome = tfs_tune(space=SearchSpace(max_batch_size=(16, 32)),
     p99_ms=20, budget_s=120)`` serves each candidate for real (its own server, stopped after)
     and returns every trial, ``.recommended``, ``.current``, ``.off`` and ``.gap()``."""
+    from pytest_tfserving.terminal import terminal_progress
     from pytest_tfserving.tune.fixture import TuneFixture
 
-    return TuneFixture(_require_model(request), request.config, tfs_requests)
+    return TuneFixture(_require_model(request), tfs_requests,
+                       progress=terminal_progress(request.config))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

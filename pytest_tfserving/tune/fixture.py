@@ -3,11 +3,9 @@ budget, shipped config), each serving candidates through the session's launcher.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
-
-import pytest
 
 from pytest_tfserving.tune.runner import TuneSettings, tune_session
 from pytest_tfserving.tune.search import Outcome
@@ -23,8 +21,8 @@ class TuneFixture:
     budget_s=120)``; ``outcome.recommended``, ``.current``, ``.off``, ``.tried``, ``.gap()``."""
 
     session: TFSSession
-    config: pytest.Config
     requests: Sequence[Any] | None = None
+    progress: Callable[[str], None] | None = None
 
     def defaults(self) -> TuneSettings:
         from pytest_tfserving.gates.sla import SlaParams
@@ -35,8 +33,6 @@ class TuneFixture:
 
     def __call__(self, space: SearchSpace | None = None, current: Candidate | None = None,
                  **settings: Any) -> Outcome:
-        from pytest_tfserving.terminal import terminal_progress
-
         chosen = replace(self.defaults(), **settings)
         return tune_session(self.session, chosen, space=space, current=current,
-                            requests=self.requests, progress=terminal_progress(self.config))
+                            requests=self.requests, progress=self.progress)
