@@ -28,6 +28,8 @@ pytestmark = pytest.mark.xdist_group("bundled-e2e")
 # A short, lenient SLA: these tests are about which verdict each gate earns, not about latency.
 QUICK = ["--tfs-backend=bundled", "--tfs-sla-duration=1", "--tfs-sla-warmup=0.5",
          "--tfs-sla-stability-pct=0", "--tfs-sla-min-qps=50", "--tfs-sla-p99-ms=2000",
+         # enough to decide on a few hundred requests: a verdict, not a latency claim
+         "--tfs-sla-confidence=0.5", "--tfs-sla-max-error-rate=0.05",
          "--tfs-warmup-max-cold-ratio=1000", "--tfs-warmup-steady-requests=5",
          "-p", "no:cacheprovider"]
 PREDICT = "tensorflow/serving/predict"

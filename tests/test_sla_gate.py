@@ -19,6 +19,8 @@ from pytest_tfserving.sla_verdict import decide, evidence_failures, regression_f
 
 QUICK = ["--tfs-backend=bundled", "--tfs-sla-duration=1.5", "--tfs-sla-warmup=0.5",
          "--tfs-sla-stability-pct=0", "--tfs-sla-min-qps=100", "--tfs-sla-p99-ms=2000",
+         # enough to decide on a few hundred requests: a verdict, not a latency claim
+         "--tfs-sla-confidence=0.5", "--tfs-sla-max-error-rate=0.05",
          "-p", "no:cacheprovider"]
 
 USER_TESTS = '''
