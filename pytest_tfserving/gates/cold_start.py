@@ -14,7 +14,7 @@ request on a fresh server is not much slower than the steady state.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pytest_tfserving import option_parsers as p
@@ -50,19 +50,44 @@ class WarmupParams:
         "warmup file).", metavar="BOOL")
 
 
+@dataclass
+class WarmupRun:
+    """What one warmup gate run found: the file's records, notes so far, and the servers'
+    replay and cold-start measurements."""
+
+    records: int
+    signatures: list[str]
+    measured: dict[str, Any]
+    notes: list[str]
+    failures: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+    cold: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
 def check(ctx: GateContext) -> GateResult:
-    from pytest_tfserving.tfrecord import count_records
     from pytest_tfserving.warmup_contract import MAX_RECORDS
+
+    params = ctx.params(WarmupParams)
+    threshold: dict[str, Any] = {"file": "valid", "max_records": MAX_RECORDS,
+                                 "replayed": "all records", "max_cold_ratio":
+                                 params.max_cold_ratio}
+    resolved = resolve(ctx, threshold)
+    if isinstance(resolved, GateResult):
+        return resolved
+    run = measure(ctx, params, resolved)
+    judge(ctx, params, run)
+    return render(params, run, threshold)
+
+
+def resolve(ctx: GateContext, threshold: dict[str, Any]) -> GateResult | WarmupRun:
+    """The warmup file's record count and the signatures whose cold start can be measured,
+    or the failed/skipped result when the file is missing or invalid."""
+    from pytest_tfserving.tfrecord import count_records
     from pytest_tfserving.warmup_make import make_command
     from pytest_tfserving.warmup_report import inspect_warmup_file
     from pytest_tfserving.warmup_validation import validate_warmup_file
 
-    params = ctx.params(WarmupParams)
-    max_ratio, steady = params.max_cold_ratio, params.steady_requests
-    compare = params.compare_without_warmup
     model = ctx.model
-    threshold: dict[str, Any] = {"file": "valid", "max_records": MAX_RECORDS,
-                                 "replayed": "all records", "max_cold_ratio": max_ratio}
     batching = ctx.session.default_serve_config().batching is not None
     if not model.warmup_file.is_file():
         return _no_file(model, batching, threshold)
@@ -79,7 +104,6 @@ def check(ctx: GateContext) -> GateResult:
         )
     records = count_records(model.warmup_file)
     measured: dict[str, Any] = {"records": records}
-    failures: list[str] = []
     notes: list[str] = []
     signatures = ctx.signatures_under_gate()
     warmed = inspect_warmup_file(model.warmup_file).signatures()
@@ -92,35 +116,54 @@ def check(ctx: GateContext) -> GateResult:
         signatures = [n for n in signatures if n not in unmeasured]
         measured["unmeasured_signatures"] = sorted(unmeasured)
         notes += [f"cold start of {n} not measured: {why}" for n, why in unmeasured.items()]
+    return WarmupRun(records=records, signatures=signatures, measured=measured, notes=notes)
 
-    cold = _cold_start(ctx, COLD_LABEL, signatures, steady, enable_warmup=True)
+
+def measure(ctx: GateContext, params: WarmupParams, run: WarmupRun) -> WarmupRun:
+    """Cold start on a fresh server, the replay evidence in its log, and with
+    ``compare_without_warmup`` the cold start of a server with warmup off."""
+    steady, measured = params.steady_requests, run.measured
+    cold = _cold_start(ctx, COLD_LABEL, run.signatures, steady, enable_warmup=True)
     # The cold-start server serves the gated config (only its label differs), so its log is
     # the replay evidence too; no other server has to start for this gate.
-    replay = _check_replay(ctx.server(_config(ctx, COLD_LABEL, True)), records)
+    replay = _check_replay(ctx.server(_config(ctx, COLD_LABEL, True)), run.records)
     measured.update(replay["measured"])
-    failures += replay["failures"]
-    notes += replay["notes"]
+    run.failures += replay["failures"]
+    run.notes += replay["notes"]
     worst = max((v["ratio"] for v in cold.values() if "ratio" in v), default=None)
     measured.update(_summary(cold, worst))
-    for name, values in cold.items():
-        if "error" in values:
-            failures.append(f"{name}: Predict failed on the fresh server: {values['error']}")
-        elif values["ratio"] > max_ratio:
-            failures.append(
-                f"{name}: the first request after AVAILABLE took {values['first_ms']:.2f} ms, "
-                f"{values['ratio']:.1f}x the steady-state p50 {values['p50_ms']:.3f} ms (limit "
-                f"{max_ratio:g}x). Add records for this signature and its batch sizes to the "
-                f"warmup file (`{make_command(model)} --force`), or raise "
-                "--tfs-warmup-max-cold-ratio if the cold cost is accepted.")
-    details: dict[str, Any] = {"cold_start": cold, "replay": replay["line"]}
-    if compare:
-        off = _cold_start(ctx, OFF_LABEL, signatures, steady, enable_warmup=False)
+    run.cold = cold
+    run.details = {"cold_start": cold, "replay": replay["line"]}
+    if params.compare_without_warmup:
+        off = _cold_start(ctx, OFF_LABEL, run.signatures, steady, enable_warmup=False)
         off_worst = max((v["ratio"] for v in off.values() if "ratio" in v), default=None)
-        details["without_warmup"] = off
+        run.details["without_warmup"] = off
         measured["cold_ratio_without_warmup"] = _round(off_worst)
         first_off = [v["first_ms"] for v in off.values() if "first_ms" in v]
         measured["first_ms_without_warmup"] = _round(max(first_off, default=None))
+    return run
 
+
+def judge(ctx: GateContext, params: WarmupParams, run: WarmupRun) -> None:
+    """Add a failure for each signature whose fresh-server Predict failed or whose first
+    request exceeds ``max_cold_ratio`` times its steady-state p50."""
+    from pytest_tfserving.warmup_make import make_command
+
+    max_ratio = params.max_cold_ratio
+    for name, values in run.cold.items():
+        if "error" in values:
+            run.failures.append(f"{name}: Predict failed on the fresh server: {values['error']}")
+        elif values["ratio"] > max_ratio:
+            run.failures.append(
+                f"{name}: the first request after AVAILABLE took {values['first_ms']:.2f} ms, "
+                f"{values['ratio']:.1f}x the steady-state p50 {values['p50_ms']:.3f} ms (limit "
+                f"{max_ratio:g}x). Add records for this signature and its batch sizes to the "
+                f"warmup file (`{make_command(ctx.model)} --force`), or raise "
+                "--tfs-warmup-max-cold-ratio if the cold cost is accepted.")
+
+
+def render(params: WarmupParams, run: WarmupRun, threshold: dict[str, Any]) -> GateResult:
+    records, measured, failures = run.records, run.measured, run.failures
     passed = not failures
     if passed and measured["cold_ratio"] is None:
         message = (f"{records} warmup record(s) valid and replayed; no signature's cold start "
@@ -128,13 +171,13 @@ def check(ctx: GateContext) -> GateResult:
     elif passed:
         message = (f"{records} warmup record(s) valid and replayed; first request "
                    f"{measured['first_ms']} ms vs steady p50 {measured['p50_ms']} ms "
-                   f"({measured['cold_ratio']}x, limit {max_ratio:g}x)")
+                   f"({measured['cold_ratio']}x, limit {params.max_cold_ratio:g}x)")
     else:
         message = "; ".join(failures)
-    if notes:
-        message += " (" + "; ".join(notes) + ")"
+    if run.notes:
+        message += " (" + "; ".join(run.notes) + ")"
     return GateResult(name="warmup", passed=passed, threshold=threshold, measured=measured,
-                      message=message, details=details)
+                      message=message, details=run.details)
 
 
 def _no_file(model: ModelInfo, batching: bool, threshold: dict[str, Any]) -> GateResult:

@@ -8,6 +8,7 @@ quantize fully fails with the converter's reason in one paragraph.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -149,13 +150,56 @@ def _label_free(reference: np.ndarray[Any, Any],
     return found
 
 
+@dataclass
+class Int8Run:
+    """What one int8_delta run measured: both models' outputs on the eval rows."""
+
+    signature: Signature
+    data: Any
+    art: dict[str, Any]
+    output: str
+    float_out: dict[str, np.ndarray[Any, Any]]
+    int8_out: dict[str, np.ndarray[Any, Any]]
+    int8_tfl: Any
+
+
+@dataclass
+class Int8Judgement:
+    """The metric on both models and the bounds it was judged against."""
+
+    metric: Any
+    threshold: Any
+    float_value: float
+    int8_value: float
+    rel: float
+    violations: list[str]
+
+
 def check(ctx: GateContext) -> GateResult:
-    from pytest_tfserving.int8 import metrics
-    from pytest_tfserving.int8.eval_data import validate
-    from pytest_tfserving.int8.evaluate import TFLiteModel, compare_latency, run_savedmodel
     from pytest_tfserving.int8.quantize import QuantizationError
 
     params = ctx.params(Int8Options)
+    resolved = resolve(ctx, params)
+    if isinstance(resolved, GateResult):
+        return resolved
+    signature, data = resolved
+    try:
+        art = _artifacts(ctx, ctx.model, signature, data, params.calibration, params.samples,
+                         params.int8_model)
+    except QuantizationError as exc:
+        return GateResult(name=NAME, passed=False, message=str(exc),
+                          measured={"error": "QuantizationError"},
+                          threshold={"signature": signature.name},
+                          details={"signature": signature.name})
+    run = measure(ctx, params, signature, data, art)
+    return render(ctx, params, run, judge(params, run))
+
+
+def resolve(ctx: GateContext, params: Int8Options) -> GateResult | tuple[Signature, Any]:
+    """The signature to quantize and the validated eval data, or the skipped result saying
+    why the gate cannot run."""
+    from pytest_tfserving.int8.eval_data import validate
+
     model = ctx.model
     label_key = params.label_key
     raw = load_eval_data(ctx, label_key)
@@ -176,18 +220,16 @@ def check(ctx: GateContext) -> GateResult:
             message=(f"no eval data configured: pass --tfs-eval-data=FILE.npz (arrays {wanted}"
                      f" plus {label_key!r}) or override the tfs_eval_data fixture in conftest.py"),
         )
-    data = validate(raw, signature)
-    batch_size = params.batch_size
-    try:
-        art = _artifacts(ctx, model, signature, data, params.calibration, params.samples,
-                         params.int8_model)
-    except QuantizationError as exc:
-        return GateResult(name=NAME, passed=False, message=str(exc),
-                          measured={"error": "QuantizationError"},
-                          threshold={"signature": signature.name},
-                          details={"signature": signature.name})
+    return signature, validate(raw, signature)
 
-    float_out = run_savedmodel(model.version_dir, signature.name, data, batch_size)
+
+def measure(ctx: GateContext, params: Int8Options, signature: Signature, data: Any,
+            art: dict[str, Any]) -> Int8Run:
+    """Run the SavedModel and the INT8 model on the eval rows; pick the output to compare."""
+    from pytest_tfserving.int8.evaluate import TFLiteModel, run_savedmodel
+
+    batch_size = params.batch_size
+    float_out = run_savedmodel(ctx.model.version_dir, signature.name, data, batch_size)
     int8_tfl = TFLiteModel(art["int8"], signature.name, "INT8 model")
     int8_out = int8_tfl.run(data, batch_size)
     output = choose_output(params.output, float_out, signature)
@@ -195,21 +237,37 @@ def check(ctx: GateContext) -> GateResult:
         raise GateError(f"The INT8 model has outputs {sorted(int8_out)} but the SavedModel's "
                         f"signature {signature.name!r} has {sorted(float_out)}; the metric "
                         f"reads {output!r}. Convert the INT8 model from this SavedModel.")
-    has_labels = data.labels is not None
-    metric = metrics.resolve_metric(params.metric, has_labels, float_out[output],
-                                    params.top_k, params.direction)
-    threshold = metrics.make_threshold(metric, params.max_delta, params.max_rel_delta)
-    target = data.labels if metric.labels and data.labels is not None else float_out[output]
-    float_value = metric(target, float_out[output])
-    int8_value = metric(target, int8_out[output])
-    worse, rel = threshold.worsening(float_value, int8_value)
-    violations = threshold.violations(float_value, int8_value)
+    return Int8Run(signature=signature, data=data, art=art, output=output,
+                   float_out=float_out, int8_out=int8_out, int8_tfl=int8_tfl)
 
+
+def judge(params: Int8Options, run: Int8Run) -> Int8Judgement:
+    """The metric on the float and INT8 outputs, and which bounds the change breaks."""
+    from pytest_tfserving.int8 import metrics
+
+    data, output = run.data, run.output
+    metric = metrics.resolve_metric(params.metric, data.labels is not None,
+                                    run.float_out[output], params.top_k, params.direction)
+    threshold = metrics.make_threshold(metric, params.max_delta, params.max_rel_delta)
+    target = data.labels if metric.labels and data.labels is not None else run.float_out[output]
+    float_value = metric(target, run.float_out[output])
+    int8_value = metric(target, run.int8_out[output])
+    _worse, rel = threshold.worsening(float_value, int8_value)
+    violations = threshold.violations(float_value, int8_value)
+    return Int8Judgement(metric=metric, threshold=threshold, float_value=float_value,
+                         int8_value=int8_value, rel=rel, violations=violations)
+
+
+def render(ctx: GateContext, params: Int8Options, run: Int8Run,
+           verdict: Int8Judgement) -> GateResult:
+    data, output, art = run.data, run.output, run.art
+    metric, float_value, int8_value = verdict.metric, verdict.float_value, verdict.int8_value
     details: dict[str, Any] = {
-        "signature": signature.name, "output": output, "rows": data.rows,
-        "labels": has_labels, "eval_data": data.source, "int8_model": art["int8_source"],
+        "signature": run.signature.name, "output": output, "rows": data.rows,
+        "labels": data.labels is not None, "eval_data": data.source,
+        "int8_model": art["int8_source"],
         "float_reference": "SavedModel called in-process (TensorFlow)",
-        "label_free": _label_free(float_out[output], int8_out[output]),
+        "label_free": _label_free(run.float_out[output], run.int8_out[output]),
         "quantize_s": art["quantize_s"],
     }
     if data.ignored:
@@ -218,34 +276,41 @@ def check(ctx: GateContext) -> GateResult:
         "metric": metric.name, "float": round(float_value, 6), "int8": round(int8_value, 6),
         "delta": round(int8_value - float_value, 6),
     }
-    if rel != float("inf"):
+    if verdict.rel != float("inf"):
+        rel = verdict.rel
         measured["rel_delta"] = round(-rel if metric.direction == "higher" else rel, 6)
+    _float_tflite(params, run, metric, measured, details)
+    details["int8_tflite_bytes"] = len(art["int8"])
+    details["savedmodel_bytes"] = ctx.model.size_bytes
+    details["playbook"] = {"size_ratio": PLAYBOOK_SIZE_RATIO,
+                           "speedup": f"{PLAYBOOK_SPEEDUP[0]:g}-{PLAYBOOK_SPEEDUP[1]:g}x"}
 
-    int8_bytes = len(art["int8"])
-    float_tfl: TFLiteModel | None = None
+    message = _message(metric.name, float_value, int8_value, verdict.threshold,
+                       verdict.violations, measured, details)
+    return GateResult(name=NAME, passed=not verdict.violations,
+                      threshold={"metric": metric.name, **verdict.threshold.as_dict()},
+                      measured=measured, message=message, details=details)
+
+
+def _float_tflite(params: Int8Options, run: Int8Run, metric: Any, measured: dict[str, Any],
+                  details: dict[str, Any]) -> None:
+    """Size and CPU latency of the INT8 model against the float TFLite model (when the float
+    conversion worked), into ``measured`` and ``details``."""
+    from pytest_tfserving.int8.evaluate import TFLiteModel, compare_latency
+
+    art, data, batch_size = run.art, run.data, params.batch_size
     if art["float"] is not None:
-        float_tfl = TFLiteModel(art["float"], signature.name, "float TFLite model")
-        measured["size_ratio"] = round(int8_bytes / len(art["float"]), 4)
+        float_tfl = TFLiteModel(art["float"], run.signature.name, "float TFLite model")
+        measured["size_ratio"] = round(len(art["int8"]) / len(art["float"]), 4)
         details["float_tflite_bytes"] = len(art["float"])
         if metric.labels and data.labels is not None:
             details["float_tflite_metric"] = round(
-                metric(data.labels, float_tfl.run(data, batch_size)[output]), 6)
-        latency = compare_latency(float_tfl, int8_tfl, data, batch_size)
+                metric(data.labels, float_tfl.run(data, batch_size)[run.output]), 6)
+        latency = compare_latency(float_tfl, run.int8_tfl, data, batch_size)
         measured["latency_ratio"] = round(latency.ratio, 4)
         details["latency"] = latency.as_dict()
     else:
         details["float_tflite_error"] = art["float_error"]
-    details["int8_tflite_bytes"] = int8_bytes
-    details["savedmodel_bytes"] = model.size_bytes
-    details["playbook"] = {"size_ratio": PLAYBOOK_SIZE_RATIO,
-                           "speedup": f"{PLAYBOOK_SPEEDUP[0]:g}-{PLAYBOOK_SPEEDUP[1]:g}x"}
-
-    passed = not violations
-    message = _message(metric.name, float_value, int8_value, threshold, violations, measured,
-                       details)
-    return GateResult(name=NAME, passed=passed,
-                      threshold={"metric": metric.name, **threshold.as_dict()},
-                      measured=measured, message=message, details=details)
 
 
 def _message(metric: str, float_value: float, int8_value: float, threshold: Any,

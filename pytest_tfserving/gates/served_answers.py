@@ -4,7 +4,7 @@ the served predictions equal an in-process call of the same SavedModel."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pytest_tfserving import option_parsers as p
@@ -186,93 +186,134 @@ def _traits(ctx: GateContext, names: list[str]) -> dict[str, SignatureTraits]:
     return {n: signature_traits(ctx.model.signature(n), graph) for n in names}
 
 
-def check(ctx: GateContext) -> GateResult:
-    from pytest_tfserving.inprocess import call_signature, call_tflite_signature
+@dataclass
+class ServingRun:
+    """What one serving gate run measured: the server and each signature's answer."""
 
+    server: RunningServer
+    start_s: float
+    per_signature: dict[str, Any] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    rejections: dict[str, tuple[str, list[str]]] = field(default_factory=dict)
+    stateful: list[str] = field(default_factory=list)
+    worst: float = 0.0
+
+
+def check(ctx: GateContext) -> GateResult:
     params = ctx.params(ServingParams)
-    rtol, atol, batch_size = params.rtol, params.atol, params.batch_size
+    names, traits = resolve(ctx)
+    run = measure(ctx, params, names, traits)
+    passed, notes = judge(run)
+    return render(ctx, params, run, passed, notes)
+
+
+def resolve(ctx: GateContext) -> tuple[list[str], dict[str, SignatureTraits]]:
+    """The signatures under gate, those that write variables last (the others then see the
+    state a fresh load has), with their traits."""
     names = ctx.signatures_under_gate()
     traits = _traits(ctx, names)
-    # Signatures that write variables run last: the others then see the state a fresh load has.
     names.sort(key=lambda n: traits[n].stateful)
+    return names, traits
+
+
+def measure(ctx: GateContext, params: ServingParams, names: list[str],
+            traits: dict[str, SignatureTraits]) -> ServingRun:
+    """Start the server and send each signature a request, comparing the answer with an
+    in-process call."""
     started = time.monotonic()
     server = ctx.server()
-    start_s = time.monotonic() - started
+    run = ServingRun(server=server, start_s=time.monotonic() - started)
     client = server.client()
     batching = _batching_state(ctx, server)
-    per_signature: dict[str, Any] = {}
-    failures: list[str] = []
-    rejections: dict[str, tuple[str, list[str]]] = {}
-    notes: list[str] = []
-    stateful: list[str] = []
-    worst = 0.0
     for name in names:
-        signature = ctx.model.signature(name)
-        candidates, why = request_candidates(ctx, signature, batch_size, traits[name])
-        if not candidates:
-            per_signature[name] = {"checked": False, "reason": why}
-            failures.append(f"{name}: cannot build a request ({why}); add a warmup file")
-            continue
-        t0 = time.perf_counter()
-        inputs, source, served, rejected = _predict(client, name, candidates)
-        if served is None:
-            tried = "; ".join(rejected)
-            rejections[name] = (tried, _why_rejected(traits[name], batching))
-            per_signature[name] = {"checked": True, "answered": False, "error": tried}
-            continue
-        latency_ms = (time.perf_counter() - t0) * 1e3
-        entry: dict[str, Any] = {"checked": True, "answered": True, "request": source,
-                                 "first_request_ms": round(latency_ms, 3),
-                                 "outputs": sorted(served)}
-        per_signature[name] = entry
-        if traits[name].stateful:
-            entry["compared"] = False
-            stateful.append(f"{name} ({traits[name].writes_text()})")
-            continue
-        try:
-            if server.config.prefer_tflite:  # the INT8 model is served: compare with LiteRT
-                expected = call_tflite_signature(server.config.version_dir, name, inputs)
-            else:
-                expected = call_signature(ctx.model.version_dir, name, inputs)
-        except Exception as exc:  # the reference could not run what the server answered
-            failures.append(f"{name}: the server answered, but the in-process reference call "
+        _measure_signature(ctx, params, run, client, name, traits[name], batching)
+    return run
+
+
+def _measure_signature(ctx: GateContext, params: ServingParams, run: ServingRun, client: Any,
+                       name: str, traits: SignatureTraits, batching: str) -> None:
+    from pytest_tfserving.inprocess import call_signature, call_tflite_signature
+
+    signature = ctx.model.signature(name)
+    candidates, why = request_candidates(ctx, signature, params.batch_size, traits)
+    if not candidates:
+        run.per_signature[name] = {"checked": False, "reason": why}
+        run.failures.append(f"{name}: cannot build a request ({why}); add a warmup file")
+        return
+    t0 = time.perf_counter()
+    inputs, source, served, rejected = _predict(client, name, candidates)
+    if served is None:
+        tried = "; ".join(rejected)
+        run.rejections[name] = (tried, _why_rejected(traits, batching))
+        run.per_signature[name] = {"checked": True, "answered": False, "error": tried}
+        return
+    latency_ms = (time.perf_counter() - t0) * 1e3
+    entry: dict[str, Any] = {"checked": True, "answered": True, "request": source,
+                             "first_request_ms": round(latency_ms, 3),
+                             "outputs": sorted(served)}
+    run.per_signature[name] = entry
+    if traits.stateful:
+        entry["compared"] = False
+        run.stateful.append(f"{name} ({traits.writes_text()})")
+        return
+    server = run.server
+    try:
+        if server.config.prefer_tflite:  # the INT8 model is served: compare with LiteRT
+            expected = call_tflite_signature(server.config.version_dir, name, inputs)
+        else:
+            expected = call_signature(ctx.model.version_dir, name, inputs)
+    except Exception as exc:  # the reference could not run what the server answered
+        run.failures.append(f"{name}: the server answered, but the in-process reference call "
                             f"failed on the same request ({_error_text(exc)})")
-            entry["compared"] = False
-            continue
-        problems, diff = compare(served, expected, rtol, atol)
-        worst = max(worst, diff)
-        failures += [f"{name}: {p}" for p in problems]
-        entry.update(compared=True, max_abs_diff=diff)
-    failures[:0] = _rejection_lines(rejections)
-    if stateful:
-        notes.append(f"{', '.join(stateful)} answered but not compared with an in-process "
+        entry["compared"] = False
+        return
+    problems, diff = compare(served, expected, params.rtol, params.atol)
+    run.worst = max(run.worst, diff)
+    run.failures += [f"{name}: {p}" for p in problems]
+    entry.update(compared=True, max_abs_diff=diff)
+
+
+def judge(run: ServingRun) -> tuple[bool, list[str]]:
+    """Pass when nothing failed and a signature answered; the rejections go first among the
+    failures, and signatures not compared become notes."""
+    notes: list[str] = []
+    run.failures[:0] = _rejection_lines(run.rejections)
+    if run.stateful:
+        notes.append(f"{', '.join(run.stateful)} answered but not compared with an in-process "
                      "call: these signatures write variables, so every call changes the served "
                      "state and each answer depends on what ran before (they ran after the "
                      "others)")
+    answered = [n for n, v in run.per_signature.items() if v.get("answered")]
+    passed = not run.failures and bool(answered)
+    if not run.per_signature:
+        run.failures.append("no signature under gate (the model has no predict/classify/regress "
+                            "signature)")
+    return passed, notes
+
+
+def render(ctx: GateContext, params: ServingParams, run: ServingRun, passed: bool,
+           notes: list[str]) -> GateResult:
+    server, per_signature, worst = run.server, run.per_signature, run.worst
     answered = [n for n, v in per_signature.items() if v.get("answered")]
     compared = [n for n, v in per_signature.items() if v.get("compared")]
-    passed = not failures and bool(answered)
-    if not per_signature:
-        failures.append("no signature under gate (the model has no predict/classify/regress "
-                        "signature)")
     artifact = "INT8 model.tflite" if server.config.prefer_tflite else "SavedModel"
     if passed:
         message = (f"model {ctx.model.name!r} v{ctx.model.version} ({artifact}) served by "
                    f"{server.backend}; {len(answered)} signature(s) answered, {len(compared)} "
                    f"matched the in-process call (max abs diff {worst:.3g})")
     else:
-        message = "\n".join(failures)
+        message = "\n".join(run.failures)
     if notes:
         message += "\nNote: " + "\nNote: ".join(notes)
     return GateResult(
         name="serving",
         passed=passed,
-        threshold={"rtol": rtol, "atol": atol, "signatures": "all served",
+        threshold={"rtol": params.rtol, "atol": params.atol, "signatures": "all served",
                    "reference": "LiteRT model.tflite" if server.config.prefer_tflite
                    else "in-process SavedModel"},
         measured={"signatures_answered": len(answered), "signatures": len(per_signature),
                   "signatures_compared": len(compared), "max_abs_diff": worst,
-                  "server_start_s": round(start_s, 3)},
+                  "server_start_s": round(run.start_s, 3)},
         message=message,
         details={"per_signature": per_signature},
     )

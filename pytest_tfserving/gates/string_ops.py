@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pytest_tfserving import option_parsers as p
@@ -152,50 +152,76 @@ def _pct(value: float | None) -> str:
 
 # --- no_string_ops -------------------------------------------------------------------------------
 
+@dataclass
+class StringOpsRun:
+    """What no_string_ops found: reachable string ops (flagged or allowlisted) and time shares."""
+
+    signatures: list[str]
+    graph: SavedModelGraph
+    entries: list[AllowEntry]
+    findings: dict[str, list[OpFinding]]
+    flagged: list[OpFinding] = field(default_factory=list)
+    allowed: list[tuple[OpFinding, AllowEntry]] = field(default_factory=list)
+    used: set[AllowEntry] = field(default_factory=set)
+    shares: dict[str, dict[str, Any]] = field(default_factory=dict)
+    worst_share: float | None = None
+
+
 def check_no_string_ops(ctx: GateContext) -> GateResult:
     params = ctx.params(NoStringOpsParams)
-    limit, mode = params.max_string_time_share, params.string_time
+    run = resolve_string_ops(ctx, params)
+    warned = _warn_unused(run.entries, run.used, "no_string_ops", "reachable string op")
+    measure_string_time(ctx, run, params.string_time)
+    time_ok = run.worst_share is None or run.worst_share <= params.max_string_time_share
+    return render_string_ops(ctx, params, run, not run.flagged and time_ok, warned)
+
+
+def resolve_string_ops(ctx: GateContext, params: NoStringOpsParams) -> StringOpsRun:
+    """The string ops reachable from each signature under gate, split by the allowlist."""
     signatures = ctx.signatures_under_gate()
     graph = model_graph(ctx)
     entries = _allowlist(ctx, params.allow, "string_op_allow", params.marker_allow)
-    findings = {name: graph.findings(name) for name in signatures}
-
-    flagged: list[OpFinding] = []
-    allowed: list[tuple[OpFinding, AllowEntry]] = []
-    used: set[AllowEntry] = set()
+    run = StringOpsRun(signatures=signatures, graph=graph, entries=entries,
+                       findings={name: graph.findings(name) for name in signatures})
     for name in signatures:
-        for finding in findings[name]:
+        for finding in run.findings[name]:
             entry = next((e for e in entries if e.matches(finding)), None)
             if entry is None:
-                flagged.append(finding)
+                run.flagged.append(finding)
             else:
-                allowed.append((finding, entry))
-                used.add(entry)
-    warned = _warn_unused(entries, used, "no_string_ops", "reachable string op")
+                run.allowed.append((finding, entry))
+                run.used.add(entry)
+    return run
 
-    shares = _time_shares(ctx, findings, mode)
-    measured_shares = [s["share"] for s in shares.values() if s.get("share") is not None]
-    worst_share = max(measured_shares) if measured_shares else None
-    per_node_us = {n: us for s in shares.values() for n, us in s.get("per_node_us", {}).items()}
-    flagged.sort(key=lambda f: (-max((per_node_us.get(n, 0.0) for n in f.runtime_names),
-                                     default=0.0), f.kind != "string", f.signature, f.node))
 
-    time_ok = worst_share is None or worst_share <= limit
-    unmeasured = {name: str(s.get("note") or "not measured") for name, s in shares.items()
-                  if findings.get(name) and s.get("share") is None}
+def measure_string_time(ctx: GateContext, run: StringOpsRun, mode: str) -> None:
+    """The string-op share of traced compute time; flagged ops sorted costliest first."""
+    run.shares = _time_shares(ctx, run.findings, mode)
+    measured_shares = [s["share"] for s in run.shares.values() if s.get("share") is not None]
+    run.worst_share = max(measured_shares) if measured_shares else None
+    per_node_us = {n: us for s in run.shares.values()
+                   for n, us in s.get("per_node_us", {}).items()}
+    run.flagged.sort(key=lambda f: (-max((per_node_us.get(n, 0.0) for n in f.runtime_names),
+                                         default=0.0), f.kind != "string", f.signature, f.node))
+
+
+def _string_ops_lines(run: StringOpsRun, params: NoStringOpsParams, passed: bool,
+                      warned: list[str]) -> list[str]:
+    flagged, allowed, worst_share = run.flagged, run.allowed, run.worst_share
+    limit, mode = params.max_string_time_share, params.string_time
+    unmeasured = {name: str(s.get("note") or "not measured") for name, s in run.shares.items()
+                  if run.findings.get(name) and s.get("share") is None}
     share_text = _pct(worst_share) + (
         f"; not measured for {'; '.join(f'{n} ({why})' for n, why in unmeasured.items())}"
         if unmeasured and mode != "off" else "")
-    passed = not flagged and time_ok
     unknown = [f for f in flagged if f.kind == "unknown"]
-    op_types = sorted({f.op_type for f in flagged})
     lines: list[str] = []
     if flagged:
         sigs = sorted({f.signature for f in flagged})
         lines.append(
             f"{len(flagged)} string op(s) on the serving path of {', '.join(sigs)} "
-            f"({', '.join(op_types)}); string-op share of traced compute time "
-            f"{share_text} (limit {_pct(limit)}):")
+            f"({', '.join(sorted({f.op_type for f in flagged}))}); string-op share of traced "
+            f"compute time {share_text} (limit {_pct(limit)}):")
         lines += [f"  - {_fmt_finding(f)}" for f in flagged[:_SHOWN]]
         if len(flagged) > _SHOWN:
             lines.append(f"  ... and {len(flagged) - _SHOWN} more (JSON report: "
@@ -203,37 +229,43 @@ def check_no_string_ops(ctx: GateContext) -> GateResult:
         if unknown:
             lines.append(f"  {len(unknown)} op(s) are not in TF's op registry, so their dtypes "
                          "cannot be checked: allowlist them with a reason if they are numeric.")
-    elif not time_ok:
+    elif not passed:
         lines.append(f"string ops take {_pct(worst_share)} of traced compute time (limit "
                      f"{_pct(limit)}), all of them allowlisted: "
                      f"{', '.join(sorted({f.op_type for f, _ in allowed}))}.")
     if not passed:
         lines.append(OP_REMEDY)
     else:
-        lines.append(f"no string op on the serving path of {len(signatures)} signature(s) "
-                     f"({', '.join(signatures)}); string-op time share {_pct(worst_share)}")
+        lines.append(f"no string op on the serving path of {len(run.signatures)} signature(s) "
+                     f"({', '.join(run.signatures)}); string-op time share {_pct(worst_share)}")
     if allowed:
         lines.append("allowlisted: " + "; ".join(
             f"{f.op_type} '{f.node}' ({e.reason})" for f, e in allowed[:_SHOWN]))
-    lines += [f"warning: {w}" for w in warned]
+    return lines + [f"warning: {w}" for w in warned]
 
+
+def render_string_ops(ctx: GateContext, params: NoStringOpsParams, run: StringOpsRun,
+                      passed: bool, warned: list[str]) -> GateResult:
+    flagged, allowed, signatures = run.flagged, run.allowed, run.signatures
     return GateResult(
         name="no_string_ops",
         passed=passed,
-        threshold={"string_ops": 0, "max_string_time_share": limit},
-        measured={"string_ops": len(flagged), "unknown_ops": len(unknown),
-                  "allowlisted": len(allowed), "string_time_share": worst_share,
-                  "op_types": ",".join(op_types), "signatures": len(signatures)},
-        message="\n".join(lines),
+        threshold={"string_ops": 0, "max_string_time_share": params.max_string_time_share},
+        measured={"string_ops": len(flagged),
+                  "unknown_ops": len([f for f in flagged if f.kind == "unknown"]),
+                  "allowlisted": len(allowed), "string_time_share": run.worst_share,
+                  "op_types": ",".join(sorted({f.op_type for f in flagged})),
+                  "signatures": len(signatures)},
+        message="\n".join(_string_ops_lines(run, params, passed, warned)),
         details={
             "findings": [f.as_dict() for f in flagged],
             "allowed": [{**f.as_dict(), "allowed_by": e.text, "allow_reason": e.reason,
                          "allow_source": e.source or ctx.origin} for f, e in allowed],
             "time_share": {k: {kk: vv for kk, vv in v.items() if kk != "per_node_us"}
-                           for k, v in shares.items()},
-            "allowlist": [e.as_dict() for e in entries],
+                           for k, v in run.shares.items()},
+            "allowlist": [e.as_dict() for e in run.entries],
             "warnings": warned,
-            "functions_reached": {n: sorted(graph.reach(n).functions) for n in signatures},
+            "functions_reached": {n: sorted(run.graph.reach(n).functions) for n in signatures},
         },
     )
 
@@ -259,13 +291,24 @@ def _time_shares(ctx: GateContext, findings: dict[str, list[OpFinding]],
 
 # --- direct_tensor_inputs ------------------------------------------------------------------------
 
+InputItems = list[dict[str, Any]]
+
+
 def check_direct_inputs(ctx: GateContext) -> GateResult:
     params = ctx.params(DirectInputsParams)
     signatures = ctx.signatures_under_gate()
     entries = _allowlist(ctx, params.allow, "string_input_allow", params.marker_allow)
+    flagged, allowed, mismatches, used = measure_direct_inputs(ctx, signatures, entries)
+    warned = _warn_unused(entries, used, "direct_tensor_inputs", "DT_STRING signature input")
+    return render_direct_inputs(signatures, entries, flagged, allowed, mismatches, warned)
+
+
+def measure_direct_inputs(ctx: GateContext, signatures: list[str], entries: list[AllowEntry]
+                          ) -> tuple[InputItems, InputItems, list[InputDtype], set[AllowEntry]]:
+    """DT_STRING inputs (by the graph's dtype), flagged or allowlisted, and dtype mismatches."""
     graph = model_graph(ctx)
-    flagged: list[dict[str, Any]] = []
-    allowed: list[dict[str, Any]] = []
+    flagged: InputItems = []
+    allowed: InputItems = []
     mismatches: list[InputDtype] = []
     used: set[AllowEntry] = set()
     for name in signatures:
@@ -291,7 +334,11 @@ def check_direct_inputs(ctx: GateContext) -> GateResult:
             else:
                 used.add(entry)
                 allowed.append({**item, "allowed_by": entry.text, "allow_reason": entry.reason})
-    warned = _warn_unused(entries, used, "direct_tensor_inputs", "DT_STRING signature input")
+    return flagged, allowed, mismatches, used
+
+
+def _direct_inputs_lines(signatures: list[str], flagged: InputItems, allowed: InputItems,
+                         mismatches: list[InputDtype], warned: list[str]) -> list[str]:
     lines: list[str] = []
     for item in flagged[:_SHOWN]:
         what = ("serialized tf.Example, parsed on the serving path by "
@@ -323,7 +370,12 @@ def check_direct_inputs(ctx: GateContext) -> GateResult:
     if allowed:
         lines.append("allowlisted: " + "; ".join(
             f"{a['signature']}/{a['input']} ({a['allow_reason']})" for a in allowed))
-    lines += [f"warning: {w}" for w in warned]
+    return lines + [f"warning: {w}" for w in warned]
+
+
+def render_direct_inputs(signatures: list[str], entries: list[AllowEntry], flagged: InputItems,
+                         allowed: InputItems, mismatches: list[InputDtype],
+                         warned: list[str]) -> GateResult:
     return GateResult(
         name="direct_tensor_inputs",
         passed=not flagged and not mismatches,
@@ -333,7 +385,8 @@ def check_direct_inputs(ctx: GateContext) -> GateResult:
                   "dtype_mismatches": len(mismatches),
                   "mismatched_inputs": ",".join(f"{m.signature}/{m.key}" for m in mismatches),
                   "signatures": len(signatures)},
-        message="\n".join(lines),
+        message="\n".join(_direct_inputs_lines(signatures, flagged, allowed, mismatches,
+                                                warned)),
         details={"findings": flagged, "allowed": allowed,
                  "dtype_mismatches": [m.as_dict() for m in mismatches],
                  "allowlist": [e.as_dict() for e in entries], "warnings": warned},
