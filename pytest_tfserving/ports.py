@@ -11,12 +11,3 @@ def free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
-
-def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return True
-    return False

@@ -5,6 +5,7 @@ Registered in ``config.stash``; ``plugin.py`` holds only hooks that delegate her
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 
     from pytest_tfserving.client import TFServingClient
     from pytest_tfserving.launchers.base import Endpoint, Launcher, ServeConfig
+    from pytest_tfserving.launchers.death import ServerDeath
     from pytest_tfserving.model import ModelInfo
     from pytest_tfserving.settings import Settings
 
@@ -64,14 +66,17 @@ class RunningServer:
     def metrics(self) -> str:
         return self.client().metrics_text()
 
+    def death(self) -> ServerDeath | None:
+        """None while the server runs; else how and when it ended, with its last log lines
+        (``abort_reason(running)`` turns this into a load run's abort hook)."""
+        return self.launcher.death()
+
     def stop(self) -> None:
+        """Close the client, stop the server and remove what was staged for it."""
         if self._client is not None:
             self._client.close()
             self._client = None
-        self.launcher.stop()
-        cleanup = getattr(self.launcher, "cleanup", None)
-        if callable(cleanup):
-            cleanup()
+        self.launcher.cleanup()
 
 
 @dataclass
@@ -84,6 +89,7 @@ class TFSSession:
     _servers: dict[ServeConfig, RunningServer] = field(default_factory=dict)
     _failed: dict[ServeConfig, BaseException] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)  # stops servers
     cache: dict[str, Any] = field(default_factory=dict)  # analyses shared between gates
     started: list[dict[str, Any]] = field(default_factory=list)  # what ran, for the report
     _cleanups: list[Callable[[], None]] = field(default_factory=list)
@@ -168,13 +174,13 @@ class TFSSession:
             if config in self._failed:
                 raise self._failed[config]
             launcher = launcher_factory(self.backend(), self.settings.backend)(config)
-            try:
+            try:  # a failed start has cleaned up after itself
                 endpoint = launcher.start(Deadline.after(self.settings.core.start_timeout))
             except BaseException as exc:
-                launcher.stop()
                 self._failed[config] = exc
                 raise
             running = RunningServer(launcher, endpoint, config)
+            self._stack.callback(running.stop)
             self.started.append({**launcher.describe(), "label": config.label or "default"})
             self._servers[config] = running
             return running
@@ -192,10 +198,10 @@ class TFSSession:
         return list(self._servers.values())
 
     def stop_servers(self) -> None:
+        """Stop every server, last started first (each stop runs even if another fails)."""
         with self._lock:
-            servers, self._servers = list(self._servers.values()), {}
-        for server in servers:
-            server.stop()
+            stack, self._stack, self._servers = self._stack, contextlib.ExitStack(), {}
+        stack.close()
 
     def add_cleanup(self, cleanup: Callable[[], None]) -> None:
         """Run ``cleanup`` when the session ends (after the servers stop)."""

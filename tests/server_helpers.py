@@ -211,3 +211,22 @@ def write_warmup(path: Path, requests: list[Any]) -> None:
             log = prediction_log_pb2.PredictionLog()
             log.predict_log.request.CopyFrom(req)
             w.write(log.SerializeToString())
+
+
+def process_running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie nobody reaped yet counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def wait_until(check: Any, timeout: float, step: float = 0.1) -> float:
+    """Poll ``check()`` until true; the seconds it took, or AssertionError at ``timeout``."""
+    start = time.monotonic()
+    while not check():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"not true after {timeout} s: {check}")
+        time.sleep(step)
+    return time.monotonic() - start

@@ -65,3 +65,17 @@ def test_binary_missing_from_path_fails_with_the_fix(pytester, ctr_direct, tmp_p
         f"--tfs-model={ctr_direct}", "--tfs-backend=binary", "--tfs-gates=serving")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*tensorflow_model_server is not on PATH*--tfs-binary=PATH*"])
+
+
+def test_binary_that_exits_silently_says_it_wrote_nothing(pytester, ctr_direct):
+    """--tfs-binary=/bin/false: no "see the log below" with nothing below; the command line
+    and the exit code instead."""
+    result = pytester.runpytest_subprocess(
+        f"--tfs-model={ctr_direct}", "--tfs-backend=binary", "--tfs-gates=serving",
+        "--tfs-binary=/bin/false")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "*The tensorflow_model_server exited before the model was AVAILABLE (exit code 1) and "
+        "wrote no output. Command: /bin/false --port=* Fix: run that command by hand*"])
+    assert "See the log below" not in result.stdout.str()
+    assert "BEGIN tensorflow_model_server log" not in result.stdout.str()

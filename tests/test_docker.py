@@ -19,6 +19,7 @@ import pytest
 from pytest_tfserving.deadline import Deadline
 from pytest_tfserving.errors import ServerStartError
 from pytest_tfserving.launchers import docker as docker_backend
+from pytest_tfserving.launchers import docker_engine
 from pytest_tfserving.launchers.backend_settings import BackendSettings
 from pytest_tfserving.launchers.base import ServeConfig
 
@@ -30,17 +31,17 @@ DOCKER_ARGS = ["--tfs-backend=docker", f"--tfs-image={TEST_IMAGE}", "--tfs-pull=
 
 @pytest.fixture(scope="module")
 def engine():
-    reason = docker_backend.unusable_reason(BackendSettings(images=(TEST_IMAGE,), pull="never"))
+    reason = docker_engine.unusable_reason(BackendSettings(images=(TEST_IMAGE,), pull="never"))
     if reason is not None:
         pytest.skip(f"docker tests need a Docker engine and image {TEST_IMAGE}: {reason}. Run "
                     "scripts/start_dockerd.sh, then scripts/build_test_image.sh")
-    client = docker_backend.connect()
+    client = docker_engine.connect()
     yield client
     client.close()
 
 
 def containers_of(client, **labels: str) -> list:
-    filters = [f"{key}={value}" for key, value in labels.items()] or [docker_backend.LABEL_SESSION]
+    filters = [f"{key}={value}" for key, value in labels.items()] or [docker_engine.LABEL_SESSION]
     return client.containers.list(all=True, filters={"label": filters})
 
 
@@ -116,7 +117,7 @@ def test_default_suite_passes_in_a_container_that_follows_the_contract(
         seen["env"])
     assert f"--monitoring_config_file={docker_backend.CONFIG_MOUNT}/monitoring_config.txt" in (
         seen["args"])
-    assert seen["labels"][docker_backend.LABEL_SESSION]
+    assert seen["labels"][docker_engine.LABEL_SESSION]
 
     data = json.loads(report.read_text())
     assert data["passed"] is True
@@ -126,7 +127,7 @@ def test_default_suite_passes_in_a_container_that_follows_the_contract(
     assert {g["name"] for g in data["gates"]} >= {"serving"}
     # The session is over: its containers are gone.
     assert not containers_of(engine, **{
-        docker_backend.LABEL_SESSION: seen["labels"][docker_backend.LABEL_SESSION]})
+        docker_engine.LABEL_SESSION: seen["labels"][docker_engine.LABEL_SESSION]})
 
 
 HOLD_TEST = '''
@@ -149,7 +150,7 @@ def test_leftover_of_a_killed_run_is_removed_by_the_next_run(pytester, engine, c
         leftover = []
         while time.monotonic() < end and not leftover and killed.poll() is None:
             leftover = [c for c in containers_of(engine, **{
-                docker_backend.LABEL_PID: str(killed.pid)}) if c.status == "running"]
+                docker_engine.LABEL_PID: str(killed.pid)}) if c.status == "running"]
             time.sleep(1)
         assert leftover, "the held run never had a running container"
     finally:
@@ -181,7 +182,7 @@ def test_missing_image_with_pull_never_names_the_docker_pull_to_run(engine, ctr_
     launcher = docker_backend.DockerLauncher(_config(ctr_direct / "1"), settings)
     with pytest.raises(ServerStartError, match=r"docker pull pytest-tfserving/no-such-image:0"):
         launcher.start(Deadline.after(30))
-    assert not containers_of(engine, **{docker_backend.LABEL_SESSION: settings.session_id})
+    assert not containers_of(engine, **{docker_engine.LABEL_SESSION: settings.session_id})
 
 
 def test_container_that_exits_at_start_fails_with_its_log_and_is_removed(engine, ctr_direct):
@@ -193,7 +194,7 @@ def test_container_that_exits_at_start_fails_with_its_log_and_is_removed(engine,
     notes = "\n".join(getattr(info.value, "__notes__", []))
     assert f"BEGIN container {launcher.container_name}" in notes
     assert "Unknown flag --no_such_flag" in notes
-    assert not containers_of(engine, **{docker_backend.LABEL_SESSION: settings.session_id})
+    assert not containers_of(engine, **{docker_engine.LABEL_SESSION: settings.session_id})
 
 
 def test_model_the_server_cannot_load_fails_with_the_log_tail(engine, tmp_path):
@@ -206,7 +207,7 @@ def test_model_the_server_cannot_load_fails_with_the_log_tail(engine, tmp_path):
         launcher.start(Deadline.after(120))
     notes = "\n".join(getattr(info.value, "__notes__", []))
     assert "BEGIN container" in notes and "/models/" in notes
-    assert not containers_of(engine, **{docker_backend.LABEL_SESSION: settings.session_id})
+    assert not containers_of(engine, **{docker_engine.LABEL_SESSION: settings.session_id})
 
 
 def test_served_gates_run_once_per_image(pytester, engine, ctr_direct):

@@ -13,6 +13,7 @@ import pytest
 
 from pytest_tfserving.errors import ServerStartError
 from pytest_tfserving.launchers import docker as docker_backend
+from pytest_tfserving.launchers import docker_engine
 from pytest_tfserving.launchers.backend_settings import (
     DEFAULT_IMAGE,
     BackendSettings,
@@ -54,33 +55,33 @@ def test_default_image_is_a_pinned_official_tag():
 
 
 def test_owner_alive_for_this_process_and_dead_for_an_exited_one():
-    assert docker_backend.owner_alive(docker_backend.owner_labels())
+    assert docker_engine.owner_alive(docker_engine.owner_labels())
     child = subprocess.Popen([sys.executable, "-c", "pass"])
-    labels = {**docker_backend.owner_labels(), docker_backend.LABEL_PID: str(child.pid)}
-    labels.pop(docker_backend.LABEL_PID_START, None)
+    labels = {**docker_engine.owner_labels(), docker_engine.LABEL_PID: str(child.pid)}
+    labels.pop(docker_engine.LABEL_PID_START, None)
     child.wait()
-    assert not docker_backend.owner_alive(labels)
+    assert not docker_engine.owner_alive(labels)
 
 
 def test_a_reused_pid_is_not_the_owner():
-    labels = {**docker_backend.owner_labels(), docker_backend.LABEL_PID_START: "1"}
-    assert not docker_backend.owner_alive(labels)
+    labels = {**docker_engine.owner_labels(), docker_engine.LABEL_PID_START: "1"}
+    assert not docker_engine.owner_alive(labels)
 
 
 def test_containers_of_another_host_are_never_judged_dead():
-    labels = {docker_backend.LABEL_HOST: socket.gethostname() + "-elsewhere",
-              docker_backend.LABEL_PID: "999999999"}
-    assert docker_backend.owner_alive(labels)
+    labels = {docker_engine.LABEL_HOST: socket.gethostname() + "-elsewhere",
+              docker_engine.LABEL_PID: "999999999"}
+    assert docker_engine.owner_alive(labels)
 
 
 def test_no_engine_gives_a_fast_reason_and_an_error_that_says_how_to_start_it(monkeypatch):
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     started = time.monotonic()
-    reason = docker_backend.unusable_reason(BackendSettings())
+    reason = docker_engine.unusable_reason(BackendSettings())
     assert time.monotonic() - started < 5
     assert reason is not None and "no Docker engine answers at unix:///nonexistent" in reason
     with pytest.raises(ServerStartError) as info:
-        docker_backend.connect(2)
+        docker_engine.connect(2)
     message = str(info.value)
     assert "unix:///nonexistent/docker.sock" in message
     assert "dockerd" in message and "--tfs-backend=bundled" in message

@@ -111,3 +111,21 @@ def test_pytest_run_leaves_no_server_after_pass_or_failure(pytester, tf1_linear)
         "--tfs-gates=none", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, failed=1)
     assert not server_pids(name)
+
+
+def test_failure_text_leaves_out_tensorflow_start_up_notices(tmp_path, tf1_linear):
+    """oneDNN/CUDA/CPU-feature/absl lines are in the full log, never in the failure's tail."""
+    broken = tmp_path / "1"
+    broken.mkdir()
+    (broken / "saved_model.pb").write_bytes(b"garbage")
+    launcher = BundledLauncher(config(broken), env={"TF_CPP_MIN_LOG_LEVEL": "0"})
+    with pytest.raises(ModelLoadError) as info:
+        launcher.start(Deadline.after(60))
+    notes = "\n".join(info.value.__notes__)
+    full = launcher.logs()
+    for notice in ("oneDNN custom operations are on", "Could not find cuda drivers",
+                   "All log messages before absl::InitializeLog() is called"):
+        assert notice in full
+        assert notice not in notes
+    assert "Running gRPC ModelServer" in notes
+    assert "BEGIN bundled server log" in notes

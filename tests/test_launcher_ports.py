@@ -75,7 +75,7 @@ def test_port_taken_once_is_retried_on_fresh_ports(
         workdirs.append(mkdtemp(*args, **kwargs))
         return workdirs[-1]
 
-    monkeypatch.setattr(process_module.tempfile, "mkdtemp", recording_mkdtemp)
+    monkeypatch.setattr(tempfile, "mkdtemp", recording_mkdtemp)
     cfg = config(tf1_linear)
     launcher = BundledLauncher(cfg)
     try:

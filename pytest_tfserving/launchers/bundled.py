@@ -8,6 +8,8 @@ from pytest_tfserving.launchers.process import ProcessLauncher
 
 
 class BundledLauncher(ProcessLauncher):
+    """The bundled server as a local process."""
+
     kind = "bundled"
     display_name = "bundled server"
 

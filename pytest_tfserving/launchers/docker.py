@@ -18,17 +18,14 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
-import socket
-import tempfile
-import threading
+import shlex
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_tfserving.client import TFServingClient
 from pytest_tfserving.deadline import Deadline
-from pytest_tfserving.errors import ConfigError, ServerStartError, TFServingError, with_log_tail
+from pytest_tfserving.errors import ConfigError, ServerStartError
 from pytest_tfserving.launchers.backend_settings import BackendSettings
 from pytest_tfserving.launchers.base import (
     GRPC_CONTAINER_PORT,
@@ -38,194 +35,31 @@ from pytest_tfserving.launchers.base import (
     Launcher,
     ServeConfig,
 )
+from pytest_tfserving.launchers.death import Ending
 from pytest_tfserving.launchers.deployment import (
     ServedModel,
     describe_served,
     mount_point,
-    wait_served,
     write_served_config,
 )
+from pytest_tfserving.launchers.docker_engine import (
+    LABEL_MODEL,
+    LABEL_SESSION,
+    connect,
+    ensure_image,
+    owner_labels,
+    short_error,
+    sweep_once,
+)
 from pytest_tfserving.launchers.server_flags import tuning_flags, write_config_files
+from pytest_tfserving.launchers.staging import make_staging_dir
 from pytest_tfserving.ports import free_port
-
-LABEL_SESSION = "pytest-tfserving.session"
-LABEL_HOST = "pytest-tfserving.host"
-LABEL_PID = "pytest-tfserving.pid"
-LABEL_PID_START = "pytest-tfserving.pid-start"
-LABEL_WORKER = "pytest-tfserving.worker"
-LABEL_MODEL = "pytest-tfserving.model"
 
 MODEL_BASE_PATH = "/models"
 CONFIG_MOUNT = "/tfs-config"
-PROBE_TIMEOUT_S = 2.0  # auto selection runs the probe: it must answer fast
-API_TIMEOUT_S = 60.0
-PULL_TIMEOUT_S = 900.0
+STATE_CACHE_S = 0.5  # death(): the container's state is asked of the engine at most this often
 _PORT_CONFLICT = ("port is already allocated", "address already in use", "bind for")
 _names = itertools.count(1)
-_swept_lock = threading.Lock()
-_swept = False
-
-
-# --- engine ----------------------------------------------------------------------------------
-
-def engine_address() -> str:
-    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-
-
-def start_engine_hint() -> str:
-    return ("Start the Docker engine (`sudo systemctl start docker`, or `sudo dockerd &`; this "
-            "project's CI runs scripts/start_dockerd.sh), point DOCKER_HOST at one, or use "
-            "--tfs-backend=bundled.")
-
-
-def connect(timeout: float = API_TIMEOUT_S) -> Any:
-    """A docker SDK client whose engine answered a ping; ServerStartError naming the fix if not."""
-    import docker
-    from docker.errors import DockerException
-
-    try:
-        client = docker.from_env(timeout=max(1, int(round(timeout))))
-        client.ping()
-    except (DockerException, OSError) as exc:
-        raise ServerStartError(
-            f"No Docker engine answers at {engine_address()} ({_short(exc)}). "
-            + start_engine_hint()
-        ) from None
-    return client
-
-
-def unusable_reason(settings: BackendSettings) -> str | None:
-    """None when the engine answers and the image is present locally (or, with an explicit
-    ``--tfs-pull=always``, pullable); else why not. Fast (about 2 s at worst per call):
-    ``--tfs-backend=auto`` runs it, and it never contacts a registry unless asked to."""
-    from docker.errors import DockerException, ImageNotFound
-
-    try:
-        client = connect(PROBE_TIMEOUT_S)
-    except ServerStartError:
-        return f"no Docker engine answers at {engine_address()}"
-    try:
-        image = settings.image
-        try:
-            client.images.get(image)
-            return None
-        except ImageNotFound:
-            pass
-        if settings.pull != "always":
-            return (f"image {image} is not present locally (auto does not pull: run "
-                    f"'docker pull {image}', or pass --tfs-pull=always or --tfs-backend=docker)")
-        try:
-            client.images.get_registry_data(image)
-            return None
-        except (DockerException, OSError) as exc:
-            return f"image {image} is not present and not pullable ({_short(exc)})"
-    except (DockerException, OSError) as exc:
-        return f"Docker engine error ({_short(exc)})"
-    finally:
-        client.close()
-
-
-def ensure_image(client: Any, image: str, pull: str) -> Any:
-    """The image object, pulled per ``pull`` (never | missing | always)."""
-    from docker.errors import ImageNotFound
-
-    if pull == "always":
-        return _pull(client, image)
-    try:
-        return client.images.get(image)
-    except ImageNotFound:
-        if pull == "never":
-            raise ServerStartError(
-                f"Docker image {image!r} is not present in the engine and --tfs-pull=never. "
-                f"Run `docker pull {image}` (or build it), or pass --tfs-pull=missing."
-            ) from None
-        return _pull(client, image)
-
-
-def _pull(client: Any, image: str) -> Any:
-    import docker
-    from docker.errors import DockerException
-    from docker.utils import parse_repository_tag
-
-    repository, tag = parse_repository_tag(image)
-    puller = docker.from_env(timeout=int(PULL_TIMEOUT_S))
-    try:
-        return puller.images.pull(repository, tag=tag or "latest")
-    except (DockerException, OSError) as exc:
-        raise ServerStartError(
-            f"Could not pull Docker image {image!r}: {_short(exc)}. Run `docker pull {image}` "
-            "where the registry is reachable (or `docker load` it), then run again with "
-            "--tfs-pull=never; or pick another image with --tfs-image."
-        ) from None
-    finally:
-        puller.close()
-
-
-# --- ownership labels and the sweep of leftovers ---------------------------------------------
-
-def process_start_time(pid: int) -> str | None:
-    """The kernel's start time of ``pid`` (clock ticks since boot), to tell a reused pid apart."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rpartition(")")[2].split()
-    return fields[19] if len(fields) > 19 else None
-
-
-def owner_labels() -> dict[str, str]:
-    pid = os.getpid()
-    labels = {LABEL_HOST: socket.gethostname(), LABEL_PID: str(pid),
-              LABEL_WORKER: os.environ.get("PYTEST_XDIST_WORKER", "main")}
-    start = process_start_time(pid)
-    if start is not None:
-        labels[LABEL_PID_START] = start
-    return labels
-
-
-def owner_alive(labels: dict[str, str]) -> bool:
-    """Whether the pytest process that started a labelled container still runs. Containers of
-    another host are never judged dead (that host's runs sweep them)."""
-    if labels.get(LABEL_HOST) != socket.gethostname():
-        return True
-    try:
-        pid = int(labels.get(LABEL_PID, ""))
-    except ValueError:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    recorded = labels.get(LABEL_PID_START)
-    return recorded is None or recorded == process_start_time(pid)
-
-
-def sweep_leftovers(client: Any) -> list[str]:
-    """Remove containers of pytest-tfserving runs on this host whose process is gone."""
-    from docker.errors import DockerException
-
-    removed: list[str] = []
-    for container in client.containers.list(all=True, filters={"label": LABEL_SESSION}):
-        if owner_alive(dict(container.labels)):
-            continue
-        try:
-            container.remove(force=True)
-            removed.append(str(container.name))
-        except DockerException:
-            pass  # already gone, or being removed by the engine
-    return removed
-
-
-def sweep_once(client: Any) -> list[str]:
-    """The sweep, once per process (every later launcher of this run skips it)."""
-    global _swept
-    with _swept_lock:
-        if _swept:
-            return []
-        _swept = True
-    return sweep_leftovers(client)
 
 
 # --- what the container gets ------------------------------------------------------------------
@@ -279,7 +113,10 @@ def container_spec(config: ServeConfig, files: Path) -> ContainerSpec:
 # --- the launcher -----------------------------------------------------------------------------
 
 class DockerLauncher(Launcher):
+    """One container of the image, its ports published on 127.0.0.1 only."""
+
     kind = "docker"
+    display_name = "container"
 
     def __init__(self, config: ServeConfig, settings: BackendSettings | None = None,
                  image: str | None = None) -> None:
@@ -290,21 +127,12 @@ class DockerLauncher(Launcher):
         self.client: Any = None
         self.container: Any = None
         self.container_name: str | None = None
-        self.workdir: Path | None = None
         self.swept: list[str] = []
-        self.served: dict[str, Any] = {}  # --tfs-model-config: the served config and models
+        self._spec: ContainerSpec | None = None
         self._last_logs = ""
+        self._state: tuple[float, Ending | None] = (0.0, None)  # (when asked, what it said)
 
-    # lifecycle
-
-    def start(self, deadline: Deadline) -> Endpoint:
-        try:
-            return self._start(deadline)
-        except BaseException:
-            self.stop()
-            raise
-
-    def _start(self, deadline: Deadline) -> Endpoint:
+    def _launch(self, deadline: Deadline) -> Endpoint:
         version_dir = self.config.version_dir.resolve()
         if not version_dir.is_dir():
             raise ConfigError(f"Model version dir {version_dir} does not exist; check --tfs-model.")
@@ -312,15 +140,15 @@ class DockerLauncher(Launcher):
         self.swept = sweep_once(self.client)
         image = ensure_image(self.client, self.image, self.settings.pull)
         self.image_id = str(image.id)
-        self.workdir = Path(tempfile.mkdtemp(prefix="tfs-docker-"))
+        self.workdir = make_staging_dir("tfs-docker-")
         files = self.workdir / "config"
         write_config_files(self.config, files)
-        spec = container_spec(self.config, files)
+        spec = self._spec = container_spec(self.config, files)
         for path in (self.workdir, files, *files.iterdir()):  # readable by a non-root server
             path.chmod(0o755 if path.is_dir() else 0o644)
         grpc_port, rest_port = self._create_and_start(image, spec)
         rest = f"http://127.0.0.1:{rest_port}"
-        self.endpoint = Endpoint(
+        return Endpoint(
             grpc_address=f"127.0.0.1:{grpc_port}", rest_address=rest,
             model_name=self.config.model_name, backend=self.kind,
             image_or_binary=f"{self.image} (id {self.image_id.removeprefix('sha256:')[:12]})",
@@ -329,32 +157,19 @@ class DockerLauncher(Launcher):
                    "image_id": self.image_id, "swept": self.swept,
                    **({"model_config_file": spec.served_config} if spec.served_config else {})},
         )
-        client = TFServingClient(self.endpoint.grpc_address, self.config.model_name)
-        try:
-            statuses = wait_served(client, self.config, deadline, self._exit_reason)
-        except TFServingError as exc:
-            raise with_log_tail(exc, self.log_tail(), self._source()) from None
-        finally:
-            client.close()
-        if spec.served_config is not None:
-            self.served = describe_served(spec.served_config, spec.bases, statuses,
-                                          spec.host_paths)
-        return self.endpoint
 
     def _create_and_start(self, image: Any, spec: ContainerSpec) -> tuple[int, int]:
+        """Create and start the container on free host ports; a port another process took in
+        between is tried again on fresh ones (3 tries)."""
         from docker.errors import APIError
 
         name = self._name()
-        attempts = 3
-        for attempt in range(attempts):
+        for attempt in range(3):
             grpc_port, rest_port = free_port(), free_port()
             try:
                 self.container = self.client.containers.create(
-                    image.id, command=spec.command, name=name,
-                    detach=True, labels=self._labels(),
-                    environment={"MODEL_NAME": self.config.model_name,
-                                 "MODEL_BASE_PATH": MODEL_BASE_PATH, **self.settings.env_dict()},
-                    volumes=spec.binds,
+                    image.id, command=spec.command, name=name, detach=True,
+                    labels=self._labels(), environment=self._environment(), volumes=spec.binds,
                     ports={f"{GRPC_CONTAINER_PORT}/tcp": ("127.0.0.1", grpc_port),
                            f"{REST_CONTAINER_PORT}/tcp": ("127.0.0.1", rest_port)},
                     nano_cpus=int(self.settings.cpus * 1e9) if self.settings.cpus else None,
@@ -364,13 +179,12 @@ class DockerLauncher(Launcher):
                 self.container.start()
                 return grpc_port, rest_port
             except APIError as exc:
-                explanation = _short(exc)
+                explanation = short_error(exc)
                 self._remove_container()
-                if attempt + 1 < attempts and any(h in explanation.lower()
-                                                  for h in _PORT_CONFLICT):
+                conflict = any(h in explanation.lower() for h in _PORT_CONFLICT)
+                if conflict and attempt < 2:
                     continue
-                hint = ("another process took the host port; run again"
-                        if any(h in explanation.lower() for h in _PORT_CONFLICT)
+                hint = ("another process took the host port; run again" if conflict
                         else "check --tfs-image, --tfs-cpus, --tfs-memory and --tfs-env")
                 raise ServerStartError(
                     f"Docker could not start a container from image {self.image!r} "
@@ -379,14 +193,21 @@ class DockerLauncher(Launcher):
                 ) from None
         raise AssertionError("unreachable")
 
-    def stop(self) -> None:
+    def _environment(self) -> dict[str, str]:
+        return {"MODEL_NAME": self.config.model_name, "MODEL_BASE_PATH": MODEL_BASE_PATH,
+                **self.settings.env_dict()}
+
+    def _described_served(self, statuses: dict[str, list[tuple[int, str]]]) -> dict[str, Any]:
+        spec = self._spec
+        if spec is None or spec.served_config is None:
+            return {}
+        return describe_served(spec.served_config, spec.bases, statuses, spec.host_paths)
+
+    def _stop(self) -> None:
         self._remove_container()
         if self.client is not None:
             self.client.close()
             self.client = None
-        if self.workdir is not None:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-            self.workdir = None
 
     def _remove_container(self) -> None:
         from docker.errors import DockerException
@@ -400,7 +221,7 @@ class DockerLauncher(Launcher):
         except DockerException:
             pass  # already removed (or removal in progress): nothing of ours left to stop
 
-    # what ran, logs, readiness
+    # what ran, logs, liveness
 
     def model_mount(self) -> str:
         return model_mount(self.config)
@@ -419,26 +240,45 @@ class DockerLauncher(Launcher):
             return
         self._last_logs = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
 
-    def _exit_reason(self) -> str | None:
+    def _ending(self) -> Ending | None:
+        """The container's state, asked of the engine at most every STATE_CACHE_S."""
+        asked, ending = self._state
+        if ending is None and time.monotonic() - asked >= STATE_CACHE_S:
+            ending = self._container_ending()
+            self._state = (time.monotonic(), ending)
+        return ending
+
+    def _container_ending(self) -> Ending | None:
         from docker.errors import DockerException
 
         if self.container is None:
-            return "container not created"
+            return None
         try:
             self.container.reload()
         except DockerException as exc:
-            return f"container {self.container_name} vanished ({_short(exc)})"
+            return Ending(f"container {self.container_name} vanished ({short_error(exc)})")
         state = self.container.attrs.get("State", {})
-        status = state.get("Status")
-        if status in ("exited", "dead"):
-            oom = " (OOM-killed: raise --tfs-memory)" if state.get("OOMKilled") else ""
-            return f"container {self.container_name} exited with code {state.get('ExitCode')}{oom}"
-        return None
+        if state.get("Status") not in ("exited", "dead"):
+            return None
+        code, oom = state.get("ExitCode"), bool(state.get("OOMKilled"))
+        hint = " (OOM-killed: raise --tfs-memory)" if oom else ""
+        return Ending(f"container {self.container_name} exited with code {code}{hint}",
+                      exit_code=code, oom_killed=oom)
+
+    def server_name(self) -> str:
+        return f"container {self.container_name} ({self.image})"
+
+    def log_source(self) -> str:
+        return self.server_name()
+
+    def command_line(self) -> str:
+        args = shlex.join(self._spec.command) if self._spec is not None else ""
+        return f"docker run {self.image} {args}".strip()
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "image": self.image, "image_id": self.image_id,
                 "container": self.container_name, "cpus": self.settings.cpus,
-                "memory": self.settings.memory, "swept": self.swept, **self.served}
+                "memory": self.settings.memory, "swept": self.swept}
 
     def _labels(self) -> dict[str, str]:
         return {LABEL_SESSION: self.settings.session_id, LABEL_MODEL: self.config.model_name,
@@ -448,12 +288,3 @@ class DockerLauncher(Launcher):
         model = "".join(c if c.isalnum() or c in "_.-" else "-" for c in self.config.model_name)
         worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
         return f"tfs-{model}-{self.settings.session_id}-{worker}-{next(_names)}"
-
-    def _source(self) -> str:
-        return f"container {self.container_name} ({self.image})"
-
-
-def _short(exc: BaseException) -> str:
-    explanation = getattr(exc, "explanation", None)
-    text = str(explanation or exc).strip()
-    return text.splitlines()[0][:400] if text else type(exc).__name__

@@ -8,8 +8,8 @@ from pytest_tfserving.launchers.backend_settings import BackendSettings
 def usable_reason(settings: BackendSettings | None = None) -> str | None:
     """None when Docker can serve the gate; else a short reason why not."""
     try:
-        from pytest_tfserving.launchers import docker as docker_launcher
+        from pytest_tfserving.launchers import docker_engine
     except ImportError:
         return "docker backend not available"
-    reason: str | None = docker_launcher.unusable_reason(settings or BackendSettings())
+    reason: str | None = docker_engine.unusable_reason(settings or BackendSettings())
     return reason
