@@ -39,6 +39,10 @@ def pytest_configure(config: pytest.Config) -> None:
     for name, text in marker_lines().items():
         config.addinivalue_line("markers", f"{name}: {text}")
     settings = resolve_settings(config)
+    if settings.active:
+        from pytest_tfserving.staging import sweep_once
+
+        sweep_once()  # staging dirs of runs that were killed
     session = TFSSession(settings=settings)
     config.stash[SESSION_KEY] = session
     if settings.active and not hasattr(config, "workerinput"):

@@ -20,7 +20,7 @@ from pytest_tfserving.deadline import Deadline
 from pytest_tfserving.errors import ModelLoadError
 from pytest_tfserving.launchers.base import ServeConfig
 from pytest_tfserving.launchers.bundled import BundledLauncher
-from pytest_tfserving.launchers.staging import OWNER_FILE, make_staging_dir, sweep_dead
+from pytest_tfserving.staging import OWNER_FILE, make_staging_dir, sweep_dead
 
 pytestmark = pytest.mark.xdist_group("bundled-e2e")
 

@@ -20,9 +20,16 @@ from pytest_tfserving.batching_options import FIELD_NAMES, PLAYBOOK_BATCHING
 from pytest_tfserving.errors import ConfigError
 from pytest_tfserving.gates.context import GateContext
 from pytest_tfserving.gates.result import GateResult
+from pytest_tfserving.launchers.death import abort_reason
 from pytest_tfserving.load.load_options import LoadOptions
 from pytest_tfserving.option_spec import option
-from pytest_tfserving.sla_rules import DEFAULT_CONFIDENCE, SlaLimits, check_confidence, stop_when
+from pytest_tfserving.sla_rules import (
+    DEFAULT_CONFIDENCE,
+    SlaJudgement,
+    SlaLimits,
+    check_confidence,
+    stop_when,
+)
 from pytest_tfserving.sla_verdict import SlaDecision, change_pct, decide, regression_failures
 
 if TYPE_CHECKING:
@@ -179,7 +186,7 @@ def measure(ctx: GateContext, params: SlaParams, load: LoadOptions, signature: s
     result = run_load(server.grpc_address, payloads, spec,
                       metrics_url=server.endpoint.metrics_url, model_name=server.model_name,
                       progress=runner.progress, label="candidate",
-                      stop_when=stop_when(limits(params, spec)))
+                      stop_when=stop_when(limits(params, spec)), abort=abort_reason(server))
     plots: list[str] = []
     if ctx.settings.core.plot:
         plots = _plots(Path(ctx.settings.core.plot), runner, result, baseline, params.p99_ms,
@@ -230,22 +237,43 @@ def render(run: SlaRun, params: SlaParams, load: LoadOptions, decision: SlaDecis
     message += f". Client vs server: {result.server.summary()}"
     if run.plots:
         message += f". Plots: {', '.join(run.plots)}"
-    details: dict[str, Any] = {"candidate": result.as_dict(), "spec": spec.as_dict(),
+    details = _details(run, judged)
+    if judged is not None:
+        measured["verdict_confidence"] = judged.confidence
+    message += _death_note(run, details)
+    passed = not failures and (not decision.inconclusive or inconclusive_policy == "warn")
+    return GateResult(name="sla", passed=passed, inconclusive=decision.inconclusive,
+                      threshold=_threshold(params, load, baseline is not None),
+                      measured=measured, message=message, details=details)
+
+
+def _details(run: SlaRun, judged: SlaJudgement | None) -> dict[str, Any]:
+    result, baseline = run.result, run.baseline
+    details: dict[str, Any] = {"candidate": result.as_dict(), "spec": run.spec.as_dict(),
                                "requests": run.source,
                                "batching": run.batching.as_dict() if run.batching else None,
                                "server_label": run.server.config.label or "default"}
     if judged is not None:
         details["judgement"] = judged.as_dict()
-        measured["verdict_confidence"] = judged.confidence
     if baseline is not None:
         details["baseline"] = {**baseline.as_dict(), **run.baseline_info}
         details["table"] = _side_by_side(result, baseline)
     if run.plots:
         details["plots"] = run.plots
-    passed = not failures and (not decision.inconclusive or inconclusive_policy == "warn")
-    return GateResult(name="sla", passed=passed, inconclusive=decision.inconclusive,
-                      threshold=_threshold(params, load, baseline is not None),
-                      measured=measured, message=message, details=details)
+    return details
+
+
+def _death_note(run: SlaRun, details: dict[str, Any]) -> str:
+    """When the server died under the load: how and when into ``details``, its log tail for
+    the message."""
+    death = run.server.death() if run.result.aborted else None
+    if death is None:
+        return ""
+    details["server_death"] = {"how": death.how, "exit_code": death.exit_code,
+                               "signal": death.signal, "oom_killed": death.oom_killed,
+                               "at_s_into_load": run.result.aborted_at_s,
+                               "log_tail": list(death.log_tail)}
+    return "\nLast server log lines:\n" + "\n".join(death.log_tail[-10:])
 
 
 def _applicable_signature(ctx: GateContext, chosen: str | None,
@@ -336,7 +364,7 @@ def _run_baseline(ctx: GateContext, runner: LoadRunner, path: Path, spec: LoadSp
     payloads, source = runner.payloads(signature, batch_size, model=model)
     result = run_load(server.grpc_address, payloads, spec,
                       metrics_url=server.endpoint.metrics_url, model_name=server.model_name,
-                      progress=runner.progress, label="baseline")
+                      progress=runner.progress, label="baseline", abort=abort_reason(server))
     return result, {"model": str(model.version_dir), "requests": source}
 
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pytest_tfserving.errors import ConfigError
+from pytest_tfserving.staging import make_staging_dir
 
 if TYPE_CHECKING:
     from pytest_tfserving.int8.int8_options import Int8Options
@@ -69,7 +69,7 @@ def int8_serve_config(session: TFSSession, int8: Int8Options) -> ServeConfig:
         return cached  # type: ignore[no-any-return]
     model = session.model()
     tflite = int8_tflite_bytes(session, int8)
-    root = Path(tempfile.mkdtemp(prefix="tfs-int8-serve-"))
+    root = make_staging_dir("tfs-int8-serve-")
     session.add_cleanup(lambda: shutil.rmtree(root, ignore_errors=True))
     staged = stage_int8_version(model.version_dir, model.version, model.name, tflite, root)
     serve = dataclasses.replace(session.float_serve_config(), version_dir=staged,

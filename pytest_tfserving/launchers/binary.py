@@ -1,20 +1,20 @@
 """``tensorflow_model_server`` from PATH or ``--tfs-binary`` as a local process.
 
 Same flags as every launcher (launchers/server_flags.py), its own process group, log captured to
-a file,
-``--tfs-env`` in its environment (e.g. ``LD_PRELOAD`` for tcmalloc).
+a file, ``--tfs-env`` in its environment (e.g. ``LD_PRELOAD`` for tcmalloc).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 
 from pytest_tfserving.errors import ServerStartError
 from pytest_tfserving.launchers.backend_settings import BackendSettings
 from pytest_tfserving.launchers.base import ServeConfig
 from pytest_tfserving.launchers.process import ProcessLauncher
-from pytest_tfserving.launchers.select import binary_on_path
 
+BINARY_NAME = "tensorflow_model_server"
 
 class BinaryLauncher(ProcessLauncher):
     kind = "binary"
@@ -26,7 +26,7 @@ class BinaryLauncher(ProcessLauncher):
         self.binary: str | None = str(settings.binary) if settings.binary else None
 
     def command_prefix(self) -> list[str]:
-        binary = self.binary or binary_on_path()
+        binary = self.binary or shutil.which(BINARY_NAME)
         if not binary:
             raise ServerStartError(
                 "tensorflow_model_server is not on PATH "

@@ -52,8 +52,8 @@ from pytest_tfserving.launchers.docker_engine import (
     sweep_once,
 )
 from pytest_tfserving.launchers.server_flags import tuning_flags, write_config_files
-from pytest_tfserving.launchers.staging import make_staging_dir
 from pytest_tfserving.ports import free_port
+from pytest_tfserving.staging import make_staging_dir
 
 MODEL_BASE_PATH = "/models"
 CONFIG_MOUNT = "/tfs-config"

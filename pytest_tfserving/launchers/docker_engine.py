@@ -10,7 +10,7 @@ from typing import Any
 
 from pytest_tfserving.errors import ServerStartError
 from pytest_tfserving.launchers.backend_settings import BackendSettings
-from pytest_tfserving.launchers.staging import pid_alive, process_start_time
+from pytest_tfserving.staging import pid_alive, process_start_time
 
 LABEL_SESSION = "pytest-tfserving.session"
 LABEL_HOST = "pytest-tfserving.host"

@@ -30,8 +30,8 @@ from pytest_tfserving.launchers.server_flags import (
     write_config_files,
 )
 from pytest_tfserving.launchers.spawn import popen_tied
-from pytest_tfserving.launchers.staging import make_staging_dir
 from pytest_tfserving.ports import free_port
+from pytest_tfserving.staging import make_staging_dir
 
 _BIND_FAILURE_HINTS = ("address already in use", "failed to bind", "could not bind",
                        "failed to start grpc server", "errno 98")

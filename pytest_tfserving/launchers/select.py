@@ -14,7 +14,7 @@ LauncherFactory = Callable[[ServeConfig], Launcher]
 
 
 def binary_on_path() -> str | None:
-    return shutil.which("tensorflow_model_server")
+    return shutil.which("tensorflow_model_server")  # launchers.binary.BINARY_NAME
 
 
 def choose_backend(requested: str,

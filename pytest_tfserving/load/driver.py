@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import os
 import queue
+import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -36,6 +36,7 @@ from pytest_tfserving.load.server_metrics import ServerEvidence, Snapshot, evide
 from pytest_tfserving.load.spec import LoadError, LoadSpec
 from pytest_tfserving.load.stats import WindowStats
 from pytest_tfserving.load.timeline import Timeline
+from pytest_tfserving.staging import make_staging_dir
 
 READY_TIMEOUT_S = 20.0
 ABORT_POLL_S = 0.25  # the abort hook is called at least this often
@@ -142,12 +143,13 @@ def run_load(target: str, payloads: Sequence[bytes], spec: LoadSpec, *,
                           "warmup records, an .npz (--tfs-sla-requests) or a tfs_requests "
                           "fixture.")
     n = spec.worker_count()
-    with tempfile.TemporaryDirectory(prefix="tfs-load-") as tmp:
-        payload_file = Path(tmp) / "requests.bin"
+    tmp = make_staging_dir("tfs-load-")
+    try:
+        payload_file = tmp / "requests.bin"
         protocol.write_payloads(payload_file, payloads)
         workers = WorkerPool([WorkerConfig.from_spec(spec, target, payload_file, i, n, method,
                                                      stop_rule=stop_when is not None)
-                              for i in range(n)], Path(tmp))
+                              for i in range(n)], tmp)
         run = _Run(workers, n, spec, target, abort, stop_when, progress)
         try:
             result = run.drive(metrics_url, model_name, label)
@@ -157,6 +159,8 @@ def run_load(target: str, payloads: Sequence[bytes], spec: LoadSpec, *,
             result.timeline = Timeline.read(
                 [protocol.timeline_path(payload_file, i) for i in range(n)], spec.warmup_s)
         return result
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 class _Aborted(Exception):

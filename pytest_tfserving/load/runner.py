@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pytest_tfserving.errors import ConfigError
+from pytest_tfserving.launchers.death import abort_reason
 from pytest_tfserving.load.driver import run_load
 from pytest_tfserving.load.load_options import LoadOptions
 from pytest_tfserving.load.result import LoadResult
@@ -89,7 +90,7 @@ class LoadRunner:
         result = run_load(target.grpc_address, payloads, spec,
                           metrics_url=target.endpoint.metrics_url, model_name=target.model_name,
                           progress=self.progress, label=label or target.config.label,
-                          stop_when=stop_when)
+                          stop_when=stop_when, abort=abort_reason(target))
         self.history.append(result)
         return result
 
