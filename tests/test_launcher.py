@@ -118,7 +118,9 @@ def test_failure_text_leaves_out_tensorflow_start_up_notices(tmp_path, tf1_linea
     broken = tmp_path / "1"
     broken.mkdir()
     (broken / "saved_model.pb").write_bytes(b"garbage")
-    launcher = BundledLauncher(config(broken), env={"TF_CPP_MIN_LOG_LEVEL": "0"})
+    # oneDNN on (the bundled server turns it off by default, as TF Serving's release build)
+    launcher = BundledLauncher(config(broken), env={"TF_CPP_MIN_LOG_LEVEL": "0",
+                                                    "TF_ENABLE_ONEDNN_OPTS": "1"})
     with pytest.raises(ModelLoadError) as info:
         launcher.start(Deadline.after(60))
     notes = "\n".join(info.value.__notes__)
