@@ -18,8 +18,8 @@ import pytest
 from pytest_tfserving.bundled_server.servable import (
     LoadOptions,
     Servable,
-    _session_config,
     load_servable,
+    session_config,
 )
 from pytest_tfserving.bundled_server.status import ServingError
 from pytest_tfserving.errors import ModelError
@@ -248,10 +248,10 @@ def test_custom_tag_set_loads(tmp_path: Path) -> None:
 
 def test_thread_and_xla_options(models: dict[str, Path]) -> None:
     options = LoadOptions(intra_op_threads=1, inter_op_threads=2, xla_cpu_jit=True)
-    config = _session_config(options)
+    config = session_config(options)
     assert (config.intra_op_parallelism_threads, config.inter_op_parallelism_threads) == (1, 2)
     assert config.graph_options.optimizer_options.global_jit_level == 1  # ON_1
-    assert _session_config(LoadOptions()).graph_options.optimizer_options.global_jit_level == 0
+    assert session_config(LoadOptions()).graph_options.optimizer_options.global_jit_level == 0
     servable = load_servable("tf2", 1, models["tf2"], options)
     np.testing.assert_allclose(servable.signatures["serving_default"].run({"x": X})["y"], Y)
     servable.close()

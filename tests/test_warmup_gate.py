@@ -110,14 +110,14 @@ def test_generated_file_is_replayed_and_counted_once_per_record(tmp_path: Path,
 def test_server_without_warmup_replay_fails_the_replay_check(ctr_direct: Path) -> None:
     """A server started with --enable_model_warmup=false prints no replay line: the gate's
     log check says the file was not replayed and how to fix it."""
-    from pytest_tfserving.gates.cold_start import _check_replay
+    from pytest_tfserving.gates.cold_start import check_replay
     from pytest_tfserving.session import RunningServer
 
     model = inspect_model(ctr_direct)
     config = ServeConfig(model.name, model.version_dir, model.version, enable_warmup=False)
     with BundledLauncher(config) as launcher:
         endpoint = launcher.start(Deadline.after(120))
-        outcome = _check_replay(RunningServer(launcher, endpoint, config), records=10)
+        outcome = check_replay(RunningServer(launcher, endpoint, config), records=10)
     assert outcome["measured"] == {"replayed_records": 0}
     [failure] = outcome["failures"]
     assert "no 'Finished reading warmup data' line" in failure

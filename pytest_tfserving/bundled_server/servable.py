@@ -231,7 +231,7 @@ def _check_tags(version_dir: Path, tags: tuple[str, ...]) -> None:
     )
 
 
-def _session_config(options: LoadOptions) -> Any:
+def session_config(options: LoadOptions) -> Any:
     from tensorflow.core.protobuf import config_pb2
 
     config = config_pb2.ConfigProto()
@@ -270,7 +270,7 @@ def load_servable(name: str, version: int, version_dir: Path,
 
     _check_tags(version_dir, options.tags)
     graph = tf.Graph()
-    session = tf.compat.v1.Session(graph=graph, config=_session_config(options))
+    session = tf.compat.v1.Session(graph=graph, config=session_config(options))
     try:
         meta_graph = tf.compat.v1.saved_model.loader.load(
             session, list(options.tags), str(version_dir))

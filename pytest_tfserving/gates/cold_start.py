@@ -126,7 +126,7 @@ def measure(ctx: GateContext, params: WarmupParams, run: WarmupRun) -> WarmupRun
     cold = _cold_start(ctx, COLD_LABEL, run.signatures, steady, enable_warmup=True)
     # The cold-start server serves the gated config (only its label differs), so its log is
     # the replay evidence too; no other server has to start for this gate.
-    replay = _check_replay(ctx.server(_config(ctx, COLD_LABEL, True)), run.records)
+    replay = check_replay(ctx.server(_config(ctx, COLD_LABEL, True)), run.records)
     measured.update(replay["measured"])
     run.failures += replay["failures"]
     run.notes += replay["notes"]
@@ -244,7 +244,7 @@ def _summary(cold: dict[str, dict[str, Any]], worst: float | None) -> dict[str, 
             "p50_ms": _round(top["p50_ms"])}
 
 
-def _check_replay(server: RunningServer, records: int) -> dict[str, Any]:
+def check_replay(server: RunningServer, records: int) -> dict[str, Any]:
     from pytest_tfserving.warmup_contract import no_file_lines, parse_replay_lines
 
     out: dict[str, Any] = {"measured": {}, "failures": [], "notes": [], "line": None}
