@@ -119,7 +119,7 @@ class SlaJudgement:
         if self.need_requests is None or self.need_s is None:
             return ("measuring longer at these figures would not decide it (a measured share "
                     "sits at its limit)")
-        return f"need about {self.need_requests} more requests (~{self.need_s:.0f} s at this rate)"
+        return f"need about {self.need_requests} more requests (~{self.need_s:.2g} s at this rate)"
 
     def message(self) -> str:
         head = f"{self.verdict} at {self.confidence * 100:g} % confidence"

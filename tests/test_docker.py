@@ -96,7 +96,8 @@ def test_default_suite_passes_in_a_container_that_follows_the_contract(
         "--tfs-env=TFS_MARK=hello", f"--tfs-report={report}",
         # The SLA gate measures the container; the bar is low because this test checks the
         # backend, not the speed of a 2-core machine shared with other jobs.
-        "--tfs-sla-p99-ms=1000", "--tfs-sla-min-qps=50", "--tfs-sla-max-error-rate=0.05")
+        "--tfs-sla-p99-ms=1000", "--tfs-sla-min-qps=50", "--tfs-sla-max-error-rate=0.05",
+        "--tfs-sla-confidence=0.5")
     outcomes = result.parseoutcomes()
     assert outcomes.get("failed", 0) == 0 and outcomes.get("error", 0) == 0, result.stdout.str()
     assert outcomes.get("passed", 0) >= 2

@@ -176,7 +176,7 @@ def test_inconclusive_says_how_much_more_to_measure() -> None:
     assert short.verdict == "INCONCLUSIVE" and not short.decided
     # errors at 1 %: 299 error-free requests needed, 179 more at 100 req/s
     assert short.need_requests == 179 and short.need_s == pytest.approx(1.79)
-    assert "need about 179 more requests (~2 s at this rate)" in short.message()
+    assert "need about 179 more requests (~1.8 s at this rate)" in short.message()
 
 
 def test_no_windows_or_a_share_at_the_limit_cannot_be_decided_by_waiting() -> None:
