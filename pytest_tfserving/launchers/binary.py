@@ -16,6 +16,11 @@ from pytest_tfserving.launchers.process import ProcessLauncher
 
 BINARY_NAME = "tensorflow_model_server"
 
+
+def binary_on_path() -> str | None:
+    """The tensorflow_model_server on PATH, if any."""
+    return shutil.which(BINARY_NAME)
+
 class BinaryLauncher(ProcessLauncher):
     kind = "binary"
     display_name = "tensorflow_model_server"
@@ -26,7 +31,7 @@ class BinaryLauncher(ProcessLauncher):
         self.binary: str | None = str(settings.binary) if settings.binary else None
 
     def command_prefix(self) -> list[str]:
-        binary = self.binary or shutil.which(BINARY_NAME)
+        binary = self.binary or binary_on_path()
         if not binary:
             raise ServerStartError(
                 "tensorflow_model_server is not on PATH "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import shutil
 from collections.abc import Callable
 
 from pytest_tfserving.errors import ConfigError
@@ -11,10 +10,6 @@ from pytest_tfserving.launchers.backend_settings import BackendSettings
 from pytest_tfserving.launchers.base import Launcher, ServeConfig
 
 LauncherFactory = Callable[[ServeConfig], Launcher]
-
-
-def binary_on_path() -> str | None:
-    return shutil.which("tensorflow_model_server")  # launchers.binary.BINARY_NAME
 
 
 def choose_backend(requested: str,
@@ -31,6 +26,8 @@ def choose_backend(requested: str,
                           + ("present" if settings.pull != "always" else "present or pullable"))
     if settings.binary is not None:
         return "binary", f"auto: no Docker ({docker_reason}); --tfs-binary={settings.binary}"
+    from pytest_tfserving.launchers.binary import binary_on_path
+
     if binary_on_path():
         return "binary", f"auto: no Docker ({docker_reason}); tensorflow_model_server on PATH"
     return "bundled", (f"auto: no Docker ({docker_reason}) and no tensorflow_model_server on "
