@@ -6,15 +6,14 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import threading
 from pathlib import Path
+
+from pytest_tfserving.once import OncePerProcess
 
 # every temporary dir this package creates starts with one of these
 PREFIXES = ("tfs-bundled-", "tfs-binary-", "tfs-docker-", "tfs-remote-", "tfs-load-",
             "tfs-int8-serve-")
 OWNER_FILE = ".tfs-owner"  # "PID START_TIME" of the process that created the dir
-_swept_lock = threading.Lock()
-_swept = False
 
 
 def process_start_time(pid: int) -> str | None:
@@ -80,11 +79,5 @@ def sweep_dead(root: Path | None = None) -> list[Path]:
     return removed
 
 
-def sweep_once() -> list[Path]:
-    """``sweep_dead`` once per process (later staging dirs of this run skip it)."""
-    global _swept
-    with _swept_lock:
-        if _swept:
-            return []
-        _swept = True
-    return sweep_dead()
+sweep_once: OncePerProcess[list[Path]] = OncePerProcess(sweep_dead)
+"""``sweep_dead`` once per process (later staging dirs of this run get its result)."""

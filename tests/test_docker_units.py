@@ -166,3 +166,45 @@ def test_model_config_container_mounts_each_base_dir_and_serves_a_rewritten_copy
         tmp_path / "files-single")
     assert single.binds[0] == f"{(ctr_direct / '1').resolve()}:/models/ctr/1:ro"
     assert not any("model_config_file" in f for f in single.command)
+
+
+class _BusyContainer:
+    """A leftover the engine is still busy with: removal refused ``busy`` times (HTTP 409)."""
+
+    name = "tfs-leftover"
+
+    def __init__(self, busy: int, gone: bool = False) -> None:
+        self.busy, self.gone, self.removed = busy, gone, False
+
+    def remove(self, force: bool) -> None:
+        from docker.errors import APIError, NotFound
+
+        if self.gone:
+            raise NotFound("No such container: tfs-leftover")
+        if self.busy:
+            self.busy -= 1
+            raise APIError("409 Conflict: removal of container tfs-leftover is already in progress")
+        self.removed = force
+
+
+def test_a_leftover_the_engine_is_busy_with_is_asked_again_until_removed():
+    container = _BusyContainer(busy=2)
+    assert docker_engine.remove_leftover(container)
+    assert container.removed
+
+
+def test_a_leftover_another_run_removed_first_is_not_counted(caplog):
+    assert not docker_engine.remove_leftover(_BusyContainer(busy=0, gone=True))
+    container = _BusyContainer(busy=9)
+    assert not docker_engine.remove_leftover(container, tries=2)
+    assert "docker rm -f tfs-leftover" in caplog.text
+
+
+def test_once_per_process_runs_the_work_once_and_every_caller_gets_its_result():
+    from pytest_tfserving.once import OncePerProcess
+
+    calls: list[str] = []
+    once = OncePerProcess(lambda who: calls.append(who) or [who])
+    assert once("first") == ["first"]
+    assert once("second") == ["first"]
+    assert calls == ["first"]

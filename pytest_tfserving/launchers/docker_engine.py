@@ -3,13 +3,15 @@ labels with the sweep that removes containers of dead runs (a run killed with SI
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
-import threading
+import time
 from typing import Any
 
 from pytest_tfserving.errors import ServerStartError
 from pytest_tfserving.launchers.backend_settings import BackendSettings
+from pytest_tfserving.once import OncePerProcess
 from pytest_tfserving.staging import pid_alive, process_start_time
 
 LABEL_SESSION = "pytest-tfserving.session"
@@ -22,8 +24,7 @@ LABEL_MODEL = "pytest-tfserving.model"
 PROBE_TIMEOUT_S = 2.0  # auto selection runs the probe: it must answer fast
 API_TIMEOUT_S = 60.0
 PULL_TIMEOUT_S = 900.0
-_swept_lock = threading.Lock()
-_swept = False
+logger = logging.getLogger(__name__)
 
 
 # --- engine ----------------------------------------------------------------------------------
@@ -146,29 +147,40 @@ def owner_alive(labels: dict[str, str]) -> bool:
 
 
 def sweep_leftovers(client: Any) -> list[str]:
-    """Remove containers of pytest-tfserving runs on this host whose process is gone."""
-    from docker.errors import DockerException
-
+    """Remove containers of pytest-tfserving runs on this host whose process is gone; the names
+    removed. One the engine will not remove is named in a warning with the command to run."""
     removed: list[str] = []
-    for container in client.containers.list(all=True, filters={"label": LABEL_SESSION}):
-        if owner_alive(dict(container.labels)):
-            continue
-        try:
-            container.remove(force=True)
+    for container in client.containers.list(all=True, ignore_removed=True,
+                                            filters={"label": LABEL_SESSION}):
+        if not owner_alive(dict(container.labels)) and remove_leftover(container):
             removed.append(str(container.name))
-        except DockerException:
-            pass  # already gone, or being removed by the engine
     return removed
 
 
-def sweep_once(client: Any) -> list[str]:
-    """The sweep, once per process (every later launcher of this run skips it)."""
-    global _swept
-    with _swept_lock:
-        if _swept:
-            return []
-        _swept = True
-    return sweep_leftovers(client)
+def remove_leftover(container: Any, tries: int = 5) -> bool:
+    """Force-remove; an engine busy with it (killing, removal in progress) is asked again. False
+    when it was already gone or could not be removed."""
+    from docker.errors import DockerException, NotFound
+
+    for attempt in range(1, tries + 1):
+        try:
+            container.remove(force=True)
+            return True
+        except NotFound:
+            return False  # another run's sweep removed it first
+        except DockerException as exc:
+            if attempt == tries:
+                logger.warning("Could not remove container %s of a run that was killed: %s. "
+                               "Remove it with `docker rm -f %s`.", container.name,
+                               short_error(exc), container.name)
+                return False
+            time.sleep(0.5 * attempt)
+    return False
+
+
+sweep_once: OncePerProcess[list[str]] = OncePerProcess(sweep_leftovers)
+"""The sweep, once per process (given the engine client); every later launcher of this run
+gets what that one sweep removed."""
 
 
 def short_error(exc: BaseException) -> str:
