@@ -165,8 +165,10 @@ def test_leftover_of_a_killed_run_is_removed_by_the_next_run(pytester, engine, c
         f"--tfs-model={ctr_direct}", *DOCKER_ARGS, "--tfs-gates=serving",
         f"--tfs-report={report}", "-k", "gate")
     result.assert_outcomes(passed=1)
-    assert name in json.loads(report.read_text())["backend"]["swept"]
-    assert name not in {c.name for c in containers_of(engine)}
+    swept = json.loads(report.read_text())["backend"]["swept"]
+    left = {c.name: c.status for c in containers_of(engine)}
+    assert name in swept, f"swept {swept}; containers now {left}; run said {result.outlines[-30:]}"
+    assert name not in left
 
 
 def _settings(**changes) -> BackendSettings:
