@@ -12,7 +12,7 @@ from pytest_tfserving.once import OncePerProcess
 
 # every temporary dir this package creates starts with one of these
 PREFIXES = ("tfs-bundled-", "tfs-binary-", "tfs-docker-", "tfs-remote-", "tfs-load-",
-            "tfs-int8-serve-")
+            "tfs-int8-serve-", "tfs-rollout-")
 OWNER_FILE = ".tfs-owner"  # "PID START_TIME" of the process that created the dir
 
 

@@ -31,9 +31,15 @@ class GateSpec:
 
     def switched_on(self, settings: Any) -> bool:
         """A gate outside the default suite joins it when its settings' ``enabled`` option is
-        true (``--tfs-tune``)."""
-        return any(getattr(settings.params(cls), "enabled", False) is True
-                   for cls in self.param_classes())
+        true (``--tfs-tune``), or when a settings class's ``joins_default_suite(settings)``
+        says so (the rollout gate: a baseline model is given)."""
+        for cls in self.param_classes():
+            joins = getattr(cls, "joins_default_suite", None)
+            if joins is not None and joins(settings):
+                return True
+            if getattr(settings.params(cls), "enabled", False) is True:
+                return True
+        return False
 
     def param_classes(self) -> tuple[type, ...]:
         """The gate's settings classes; marker keywords are the union of their fields'."""
@@ -75,6 +81,11 @@ GATES: tuple[GateSpec, ...] = (
              "search batching and thread-pool configs for the highest QPS within the p99 "
              "budget; the shipped config within --tfs-tune-max-gap of the best", True,
              ("pytest_tfserving.gates.tune:TuneParams",), in_default_suite=False),
+    GateSpec("rollout", "pytest_tfserving.gates.rollout:check", "tfs_rollout",
+             "p99 and errors while the server swaps the production version "
+             "(--tfs-baseline-model) for the candidate; signature compatibility, warmup, memory",
+             True, ("pytest_tfserving.gates.rollout:RolloutParams", LOAD),
+             in_default_suite=False),
 )
 
 

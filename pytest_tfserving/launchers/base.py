@@ -48,6 +48,9 @@ class ServeConfig:
     image: str = ""  # docker backend: this image instead of the first --tfs-image
     # --tfs-model-config: serve the whole config, this model (version_dir) in its slot
     deployment: Deployment | None = None
+    # the rollout gate: serve this base dir as it is (the gate's own temporary copy, into which
+    # it later places a new version); ``version_dir`` is not staged
+    base_dir: Path | None = None
 
     @property
     def version_dir_name(self) -> str:
@@ -69,6 +72,7 @@ class ServeConfig:
             "extra_flags": list(self.extra_flags),
             **({"image": self.image} if self.image else {}),
             **({"model_config": str(self.deployment.config_file)} if self.deployment else {}),
+            **({"base_dir": str(self.base_dir)} if self.base_dir is not None else {}),
         }
 
 

@@ -88,6 +88,9 @@ def container_spec(config: ServeConfig, files: Path) -> ContainerSpec:
     the config, written into ``files`` (mounted at /tfs-config) with those container paths."""
     binds = [f"{files}:{CONFIG_MOUNT}:ro"]
     command = tuning_flags(config, CONFIG_MOUNT)
+    if config.deployment is None and config.base_dir is not None:  # the rollout's base dir
+        base_mount = f"{MODEL_BASE_PATH}/{config.model_name}"
+        return ContainerSpec(command, [f"{config.base_dir.resolve()}:{base_mount}:ro", *binds])
     if config.deployment is None:
         return ContainerSpec(command, [f"{config.version_dir.resolve()}:{model_mount(config)}:ro",
                                        *binds])

@@ -71,7 +71,10 @@ def model_server_flags(config: ServeConfig, grpc_port: int, rest_port: int,
 
 def stage_model(config: ServeConfig, root: Path) -> Path:
     """A base dir that holds exactly the version under gate (a symlink), so TF Serving's
-    latest-version policy serves that version even when the real base dir has newer ones."""
+    latest-version policy serves that version even when the real base dir has newer ones.
+    A config with ``base_dir`` (the rollout gate's own copy) is served from there as it is."""
+    if config.base_dir is not None:
+        return config.base_dir
     base = root / config.model_name
     base.mkdir(parents=True, exist_ok=True)
     link = base / config.version_dir_name

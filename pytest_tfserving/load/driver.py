@@ -128,7 +128,8 @@ def run_load(target: str, payloads: Sequence[bytes], spec: LoadSpec, *,
              metrics_url: str | None = None, model_name: str = "",
              progress: Progress | None = None, method: str = PREDICT_METHOD,
              label: str = "", abort: Abort | None = None,
-             stop_when: StopRule | None = None) -> LoadResult:
+             stop_when: StopRule | None = None,
+             on_start: Callable[[float], None] | None = None) -> LoadResult:
     """Load ``target`` (host:port) with ``payloads`` (serialized requests, sent round robin).
 
     ``abort`` is called at least every ``ABORT_POLL_S`` while the run lasts; when it returns a
@@ -136,6 +137,8 @@ def run_load(target: str, payloads: Sequence[bytes], spec: LoadSpec, *,
     was measured until then, with ``aborted``/``aborted_at_s`` set. ``stop_when``, consulted
     with the merged windows after each window once ``spec.min_windows`` are measured, ends the
     run when it returns True (in place of the stability rule; ``max_windows`` still bounds it).
+    ``on_start`` is called with the common start (``time.monotonic()`` seconds) when the workers
+    are told to start: a timeline's ``intended_s`` counts from there.
     """
     spec.validate()
     if not payloads:
@@ -151,6 +154,7 @@ def run_load(target: str, payloads: Sequence[bytes], spec: LoadSpec, *,
                                                      stop_rule=stop_when is not None)
                               for i in range(n)], tmp)
         run = _Run(workers, n, spec, target, abort, stop_when, progress)
+        run.on_start = on_start
         try:
             result = run.drive(metrics_url, model_name, label)
         finally:
@@ -187,6 +191,7 @@ class _Run:
         self.stopped = False
         self.stop_rule_met = False
         self.start_at = 0.0
+        self.on_start: Callable[[float], None] | None = None
         self.aborted = ""
         self.aborted_at_s: float | None = None
         self.next_abort_check = 0.0
@@ -225,6 +230,8 @@ class _Run:
             self.wait_ready()
             self.start_at = time.monotonic() + 0.05
             self.workers.broadcast(protocol.Start(self.start_at))
+            if self.on_start is not None:
+                self.on_start(self.start_at)
             measure_at = self.start_at + spec.warmup_s
             while time.monotonic() < measure_at:
                 self.check_abort()

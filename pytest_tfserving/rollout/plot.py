@@ -1,0 +1,65 @@
+"""The rollout's picture: each request's latency over time, coloured by the version that
+answered, failures marked, the swap shaded (matplotlib, the optional ``plots`` extra)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pytest_tfserving.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pytest_tfserving.rollout.run import Outcome
+
+_COLOURS = ("tab:blue", "tab:green", "tab:purple", "tab:orange", "tab:brown")
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ConfigError("--tfs-plot needs matplotlib: pip install 'pytest-tfserving[plots]' "
+                          "(or drop --tfs-plot).") from exc
+    return plt
+
+
+def timeline_plot(outcome: Outcome, path: Path, title: str) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 4))
+    origin = outcome.origin
+    versions = sorted({r.version for r in outcome.requests if r.code == "OK"},
+                      key=lambda v: -1 if v is None else v)
+    for index, version in enumerate(versions):
+        chosen = [r for r in outcome.requests if r.code == "OK" and r.version == version]
+        ax.scatter([r.t_s - origin for r in chosen], [r.latency_ms for r in chosen], s=4,
+                   color=_COLOURS[index % len(_COLOURS)],
+                   label=f"answered by v{version if version is not None else '?'}")
+    failed = [r for r in outcome.requests if r.code != "OK"]
+    if failed:
+        ax.scatter([r.t_s - origin for r in failed], [r.latency_ms for r in failed], s=12,
+                   marker="x", color="tab:red", label=f"failed ({len(failed)})")
+    times = outcome.times
+    if times.placed_at is not None:
+        end = times.swapped_at or max((r.t_s for r in outcome.requests), default=origin)
+        ax.axvspan(times.placed_at - origin, end - origin, color="tab:gray", alpha=0.15,
+                   label="swap")
+    for at, text in ((times.placed_at, "candidate placed"),
+                     (times.candidate_available_at, "candidate AVAILABLE"),
+                     (times.baseline_end_at, "baseline unloaded")):
+        if at is not None:
+            ax.axvline(at - origin, color="black", linewidth=0.8, linestyle=":")
+            ax.annotate(text, (at - origin, 1.0), xycoords=("data", "axes fraction"),
+                        rotation=90, fontsize=7, va="top", ha="right")
+    ax.set_yscale("log")
+    ax.set_xlabel("seconds since the load started (intended send time)")
+    ax.set_ylabel("latency (ms)")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="upper left")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
