@@ -84,7 +84,7 @@ GATES: tuple[GateSpec, ...] = (
     GateSpec("rollout", "pytest_tfserving.gates.rollout:check", "tfs_rollout",
              "p99 and errors while the server swaps the production version "
              "(--tfs-baseline-model) for the candidate; signature compatibility, warmup, memory",
-             True, ("pytest_tfserving.gates.rollout:RolloutParams", LOAD),
+             True, ("pytest_tfserving.gates.rollout:RolloutParams",),
              in_default_suite=False),
 )
 

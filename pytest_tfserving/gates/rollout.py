@@ -46,6 +46,8 @@ class RolloutParams:
         "(default: --tfs-sla-min-qps).", metavar="QPS")
     baseline: Path | None = option("", None, p.path, "the production model to roll out from "
                                    "(default: --tfs-baseline-model)", marker="baseline")
+    signature: str | None = option("", None, p.text, "the signature the load sends (default "
+                                   "--tfs-sla-signature)", marker="signature")
 
     @staticmethod
     def joins_default_suite(settings: Settings) -> bool:
@@ -56,7 +58,9 @@ class RolloutParams:
 def check(ctx: GateContext) -> GateResult:
     from pytest_tfserving.load.load_options import LoadOptions
 
-    params, load = ctx.params(RolloutParams), ctx.params(LoadOptions)
+    # the load's request options (signature, requests, batch size, timeout, arrival) are the
+    # SLA's; the rollout always runs open loop at its own rate
+    params, load = ctx.params(RolloutParams), ctx.settings.params(LoadOptions)
     limits = _limits(ctx, params, load.min_qps)
     threshold = _threshold(limits)
     baseline_path = params.baseline or ctx.settings.core.baseline_model
@@ -72,7 +76,8 @@ def check(ctx: GateContext) -> GateResult:
                     "version in the served base dir, and a remote TF Serving's files are out of "
                     "reach. Run it with --tfs-backend=bundled, binary or docker (the same image "
                     "as production)")
-    return measure_and_judge(ctx, Path(baseline_path), load.signature, limits, params.steady)
+    return measure_and_judge(ctx, Path(baseline_path), params.signature or load.signature,
+                             limits, params.steady)
 
 
 def _limits(ctx: GateContext, params: RolloutParams, sla_rate: float) -> Limits:

@@ -99,7 +99,7 @@ def run_rollout(ctx: GateContext, base: RolloutBase, server: RunningServer, base
     from pytest_tfserving.load.load_options import LoadOptions
     from pytest_tfserving.load.runner import LoadRunner
 
-    load = ctx.params(LoadOptions)
+    load = ctx.settings.params(LoadOptions)
     runner = LoadRunner(load, baseline, server, ctx.fixture_value("tfs_requests"),
                         progress=ctx.progress)
     payloads, source = runner.payloads(plan.signature, model=baseline)
