@@ -41,7 +41,8 @@ def copy_model(source: Path, target: Path, warmup: bool = True) -> Path:
 
 
 def test_compatible_candidate_passes_with_figures_per_phase(pytester, ctr_direct):
-    result, gate = rollout(pytester, ctr_direct, ctr_direct)
+    plots = pytester.path / "plots"
+    result, gate = rollout(pytester, ctr_direct, ctr_direct, f"--tfs-plot={plots}")
     assert gate["verdict"] == "PASS", gate["message"]
     result.assert_outcomes(passed=1)
     phases = gate["details"]["phases"]
@@ -54,6 +55,8 @@ def test_compatible_candidate_passes_with_figures_per_phase(pytester, ctr_direct
     assert measured["candidate_replayed_records"] == 10  # ctr_direct's warmup file
     assert "same directory" in gate["message"]
     assert gate["details"]["memory"]["both_loaded_peak_mib"] > 0
+    assert gate["details"]["plots"] == [str(plots / "rollout-timeline.png")]
+    assert (plots / "rollout-timeline.png").stat().st_size > 10_000
 
 
 def test_candidate_with_other_inputs_fails_naming_them(pytester, ctr_direct, ctr_strings):

@@ -41,18 +41,13 @@ def timeline_plot(outcome: Outcome, path: Path, title: str) -> Path:
     if failed:
         ax.scatter([r.t_s - origin for r in failed], [r.latency_ms for r in failed], s=12,
                    marker="x", color="tab:red", label=f"failed ({len(failed)})")
-    times = outcome.times
-    if times.placed_at is not None:
-        end = times.swapped_at or max((r.t_s for r in outcome.requests), default=origin)
-        ax.axvspan(times.placed_at - origin, end - origin, color="tab:gray", alpha=0.15,
-                   label="swap")
-    for at, text in ((times.placed_at, "candidate placed"),
-                     (times.candidate_available_at, "candidate AVAILABLE"),
-                     (times.baseline_end_at, "baseline unloaded")):
-        if at is not None:
-            ax.axvline(at - origin, color="black", linewidth=0.8, linestyle=":")
-            ax.annotate(text, (at - origin, 1.0), xycoords=("data", "axes fraction"),
-                        rotation=90, fontsize=7, va="top", ha="right")
+    swap = outcome.phases.get("swap")
+    if swap is not None:
+        ax.axvspan(swap.start_s, swap.end_s, color="tab:gray", alpha=0.15, label="swap")
+    for at, text in _markers(outcome):
+        ax.axvline(at, color="black", linewidth=0.8, linestyle=":")
+        ax.annotate(text, (at, 1.0), xycoords=("data", "axes fraction"), rotation=90,
+                    fontsize=7, va="top", ha="right")
     ax.set_yscale("log")
     ax.set_xlabel("seconds since the load started (intended send time)")
     ax.set_ylabel("latency (ms)")
@@ -63,3 +58,21 @@ def timeline_plot(outcome: Outcome, path: Path, title: str) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _markers(outcome: Outcome) -> list[tuple[float, str]]:
+    """The swap's moments (seconds since the load started); moments closer than 2 % of the
+    run share one label, so the texts do not overprint."""
+    times, origin = outcome.times, outcome.origin
+    span = max((r.t_s for r in outcome.requests), default=origin) - origin or 1.0
+    merged: list[tuple[float, str]] = []
+    for at, text in ((times.placed_at, "candidate placed"),
+                     (times.candidate_available_at, "candidate AVAILABLE"),
+                     (times.baseline_end_at, "baseline unloaded")):
+        if at is None:
+            continue
+        if merged and at - origin - merged[-1][0] < 0.02 * span:
+            merged[-1] = (merged[-1][0], f"{merged[-1][1]}, {text}")
+        else:
+            merged.append((at - origin, text))
+    return merged
