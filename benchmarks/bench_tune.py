@@ -2,16 +2,17 @@
 config, on the bundled server, ratios only.
 
     python benchmarks/bench_tune.py [--models image_cnn,ctr_wide_direct] [--budget 240]
-                                    [--p99-ms 50] [--sla-qps 100] [--batch-size 1]
+                                    [--p99-ms 50] [--sla-qps 100] [--batch-size 1] [--repeats 3]
                                     [--json reports/bench_tune.json]
 
 For each model: one search (``pytest_tfserving.tune``, every candidate served by its own bundled
 server, screening then confirmation within ``--budget`` seconds), then the three configs measured
-again one after another at the confirmation length so that they compare like with like: batching
-off, the playbook's (max_batch_size 32, batch_timeout_micros 1000, one batch thread per core)
-and the recommended one. Ratios: recommended / playbook and recommended / off (QPS at the p99
-budget). Figures depend on the machine (the load generator and the server share its cores);
-compare only figures from one run.
+again one after another at the confirmation length, in ``--repeats`` interleaved rounds so that
+they compare like with like: batching off, the playbook's (max_batch_size 32,
+batch_timeout_micros 1000, one batch thread per core) and the recommended one. Ratios (QPS at the
+p99 budget): recommended / playbook and recommended / off within each round, as min / median /
+max over the rounds. Figures depend on the machine (the load generator and the server share
+its cores); compare only figures from one run.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -52,19 +54,33 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     configs = {"off": Candidate(None),
                "playbook": Candidate(PLAYBOOK_BATCHING),
                "recommended": outcome.recommended.candidate}
+    rounds: list[dict[str, float]] = []
     measured: dict[str, Any] = {}
-    for label, cand in configs.items():
-        result = trial(cand, Stage("confirm", 2.0, 0.0))
-        measured[label] = {"config": cand.label(), **result.as_dict()}
-        print(f"{name} {label}: {result.qps:.0f} req/s at p99 <= {args.p99_ms:g} ms "
-              f"({cand.label()})", flush=True)
-    qps = {k: v["qps_at_p99"] for k, v in measured.items()}
+    for index in range(args.repeats):  # interleaved: a noisy minute hits all three alike
+        qps: dict[str, float] = {}
+        for label, cand in configs.items():
+            result = trial(cand, Stage("confirm", 2.0, 0.0))
+            qps[label] = result.qps
+            measured.setdefault(label, {"config": cand.label(), "rounds": []})["rounds"].append(
+                result.as_dict())
+            print(f"{name} round {index + 1} {label}: {result.qps:.0f} req/s at p99 <= "
+                  f"{args.p99_ms:g} ms ({cand.label()})", flush=True)
+        rounds.append(qps)
     return {"model": name, "measured": measured, "table": table(outcome),
             "search_spent_s": round(outcome.spent_s, 1), "trials": len(outcome.tried),
-            "ratio_recommended_vs_playbook": round(qps["recommended"] / qps["playbook"], 2)
-            if qps["playbook"] else None,
-            "ratio_recommended_vs_off": round(qps["recommended"] / qps["off"], 2)
-            if qps["off"] else None}
+            "median_qps": {label: statistics.median(r[label] for r in rounds)
+                           for label in configs},
+            "ratio_recommended_vs_playbook": _ratios(rounds, "playbook"),
+            "ratio_recommended_vs_off": _ratios(rounds, "off")}
+
+
+def _ratios(rounds: list[dict[str, float]], other: str) -> dict[str, float] | None:
+    """recommended / other per round: min, median, max (a ratio within one round only)."""
+    values = [r["recommended"] / r[other] for r in rounds if r[other]]
+    if not values:
+        return None
+    return {"min": round(min(values), 2), "median": round(statistics.median(values), 2),
+            "max": round(max(values), 2)}
 
 
 def main() -> int:
@@ -74,6 +90,8 @@ def main() -> int:
     parser.add_argument("--p99-ms", type=float, default=50.0)
     parser.add_argument("--sla-qps", type=float, default=100.0)
     parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="rounds of off/playbook/recommended measured one after another")
     parser.add_argument("--json", type=Path, default=ROOT / "reports" / "bench_tune.json")
     args = parser.parse_args()
     results = [bench_model(name, args) for name in args.models.split(",") if name]
