@@ -18,7 +18,8 @@ from pytest_tfserving.load.load_options import LoadOptions
 from pytest_tfserving.load.result import LoadResult
 from pytest_tfserving.load.search import MaxQps, max_qps
 from pytest_tfserving.load.stats import WindowStats
-from pytest_tfserving.sla_rules import DEFAULT_CONFIDENCE, SlaLimits, stop_when
+from pytest_tfserving.sla_rules import DEFAULT_CONFIDENCE, SlaLimits
+from pytest_tfserving.sla_rules import stop_when as sla_stop_rule
 
 StopRule = Callable[[Sequence[WindowStats]], bool]
 
@@ -104,7 +105,7 @@ class LoadRunner:
         warmup = kwargs.pop("warmup", 0.5)
         window = duration / 3.0
         # stop once the latency is decided (errors are judged on the finished trial)
-        rule = stop_when(SlaLimits(latency_ms=p99_ms, max_error_rate=1.0,
+        rule = sla_stop_rule(SlaLimits(latency_ms=p99_ms, max_error_rate=1.0,
                                    confidence=confidence, stability_pct=0.0))
 
         def one(rate: float) -> LoadResult:
