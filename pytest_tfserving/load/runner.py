@@ -106,7 +106,7 @@ class LoadRunner:
         window = duration / 3.0
         # stop once the latency is decided (errors are judged on the finished trial)
         rule = sla_stop_rule(SlaLimits(latency_ms=p99_ms, max_error_rate=1.0,
-                                   confidence=confidence, stability_pct=0.0))
+                                       confidence=confidence, stability_pct=0.0))
 
         def one(rate: float) -> LoadResult:
             return self(rate=rate, duration=duration, concurrency=0, stability_pct=0,
