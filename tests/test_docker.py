@@ -259,3 +259,22 @@ def test_model_config_is_served_whole_in_a_container(pytester, engine, ctr_direc
     assert served["ctr"]["base_path"] == "/models/ctr"
     assert served["ctr"]["host_path"] == str(ctr_direct.resolve())
     assert served["linear"]["versions"] == [{"version": 1, "state": "AVAILABLE"}]
+
+
+def test_rollout_swaps_versions_inside_the_container(pytester, engine, ctr_direct):
+    """The gate's base dir is mounted into the container; the candidate placed on the host is
+    polled, loaded and swapped in by the server in the container, under load."""
+    report = pytester.path / "report.json"
+    result = pytester.runpytest_subprocess(
+        f"--tfs-model={ctr_direct}", f"--tfs-baseline-model={ctr_direct}", *DOCKER_ARGS,
+        "--tfs-gates=rollout", "--tfs-rollout-rate=200", "--tfs-rollout-steady=2",
+        "--tfs-sla-confidence=0.5", "--tfs-rollout-max-p99-ratio=200", f"--tfs-report={report}")
+    gate = next(g for g in json.loads(report.read_text())["gates"] if g["name"] == "rollout")
+    assert gate["verdict"] == "PASS", gate["message"]
+    result.assert_outcomes(passed=1)
+    phases = gate["details"]["phases"]
+    assert phases["before"]["versions"] == {"1": phases["before"]["ok"]}
+    assert phases["after"]["versions"] == {"2": phases["after"]["ok"]} and phases["after"]["ok"]
+    seen = {(t["version"], t["state"]) for t in gate["details"]["swap"]["transitions"]}
+    assert {(2, "AVAILABLE"), (1, "END")} <= seen
+    assert gate["details"]["memory"]["source"].startswith("docker stats of tfs-")

@@ -79,11 +79,15 @@ def string_input(runner: SignatureRunner, method: str, check_method: bool = Fals
 def prepare(core: Core, request: Any, method: str, servable: Servable | None = None
              ) -> tuple[Servable, SignatureRunner, str, np.ndarray[Any, Any]]:
     """Resolve and check the signature; returns the servable, runner, input key and examples."""
-    if servable is None:  # warmup passes the servable: TF Serving ignores its model_spec
-        servable = core.resolve(request.model_spec)
-    runner = core.signature(servable, request.model_spec.signature_name)
-    key = string_input(runner, method, core.options.method_name_check)
-    examples = serialized_examples(request.input)
+    # warmup passes the servable: TF Serving ignores its model_spec. Held: the caller releases.
+    servable = core.hold(request.model_spec, servable)
+    try:
+        runner = core.signature(servable, request.model_spec.signature_name)
+        key = string_input(runner, method, core.options.method_name_check)
+        examples = serialized_examples(request.input)
+    except BaseException:
+        servable.release()
+        raise
     core.metrics.record_examples(servable.name, len(examples))
     return servable, runner, key, examples
 
@@ -156,7 +160,10 @@ async def run_async(core: Core, request: Any, method: str) -> Any:
     """Classify or Regress (``method``) through the batching pipeline, awaited (gRPC)."""
     api, build = _BUILD[method]
     servable, runner, key, ex = prepare(core, request, method)
-    out = await core.run_async(runner, {key: ex}, tuple(runner.outputs), api)
+    try:
+        out = await core.run_async(runner, {key: ex}, tuple(runner.outputs), api)
+    finally:
+        servable.release()
     return build(servable, runner, out, len(ex))
 
 
@@ -166,7 +173,11 @@ def run_sync(core: Core, request: Any, method: str, servable: Servable | None = 
     ``timeout_s`` (REST, warmup: warmup passes the servable it is loading)."""
     api, build = _BUILD[method]
     servable, runner, key, ex = prepare(core, request, method, servable)
-    return build(servable, runner, submit(core, runner, key, ex, api).result(timeout_s), len(ex))
+    try:
+        out = submit(core, runner, key, ex, api).result(timeout_s)
+    finally:
+        servable.release()
+    return build(servable, runner, out, len(ex))
 
 
 async def classify_async(core: Core, request: Any) -> Any:

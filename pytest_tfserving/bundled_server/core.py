@@ -59,16 +59,26 @@ class Core:
         self.ready = threading.Event()
 
     # -- lookup ----------------------------------------------------------------------------
-    def resolve(self, model_spec: Any) -> Servable:
-        """The servable for ``model_spec`` (name, version or version_label), or NOT_FOUND."""
+    def resolve(self, model_spec: Any, hold: bool = False) -> Servable:
+        """The servable for ``model_spec`` (name, version or version_label), or NOT_FOUND;
+        ``hold``: acquired for the caller, who releases it."""
         try:
-            return self.manager.resolve(model_spec)
+            return self.manager.resolve(model_spec, hold)
         except ServingError as exc:
             if exc.code == grpc.StatusCode.NOT_FOUND and not self.ready.is_set():
                 # no "Servable" here: TF Serving's clients read that word as "the server is up"
                 raise unavailable("The model server is still loading its initial models") \
                     from None
             raise
+
+    def hold(self, model_spec: Any, servable: Servable | None = None) -> Servable:
+        """The servable a request runs on, held until the caller's ``release()`` (its version
+        is not closed under the request, as TF Serving's ServableHandle keeps it): the one
+        given (warmup, the version being loaded), else the one ``model_spec`` resolves to."""
+        if servable is None:
+            return self.resolve(model_spec, hold=True)
+        servable.acquire()
+        return servable
 
     def forget(self, servable: Servable) -> None:
         """An unloaded servable: drop its batching queues."""
@@ -108,14 +118,18 @@ class Core:
     # -- Predict ---------------------------------------------------------------------------
     def _prepare_predict(self, request: Any, servable: Servable | None = None
                          ) -> tuple[Servable, SignatureRunner, Arrays, tuple[str, ...]]:
-        if servable is None:  # warmup passes the servable: TF Serving ignores its model_spec
-            servable = self.resolve(request.model_spec)
-        runner = self.signature(servable, request.model_spec.signature_name)
-        if self.options.method_name_check and runner.method_name != PREDICT_METHOD:
-            raise precondition(f"Expected prediction signature method_name to be one of "
-                               f"{{{PREDICT_METHOD}}}. Was: {runner.method_name}")
-        arrays = decode_inputs(runner, request.inputs)
-        keys = output_keys(runner, request.output_filter)
+        # warmup passes the servable: TF Serving ignores its model_spec
+        servable = self.hold(request.model_spec, servable)
+        try:
+            runner = self.signature(servable, request.model_spec.signature_name)
+            if self.options.method_name_check and runner.method_name != PREDICT_METHOD:
+                raise precondition(f"Expected prediction signature method_name to be one of "
+                                   f"{{{PREDICT_METHOD}}}. Was: {runner.method_name}")
+            arrays = decode_inputs(runner, request.inputs)
+            keys = output_keys(runner, request.output_filter)
+        except BaseException:
+            servable.release()
+            raise
         return servable, runner, arrays, keys
 
     def _predict_response(self, servable: Servable, runner: SignatureRunner, outputs: Arrays,
@@ -132,12 +146,18 @@ class Core:
 
     async def predict_async(self, request: Any) -> Any:
         servable, runner, arrays, keys = self._prepare_predict(request)
-        outputs = await self.run_async(runner, arrays, keys)
+        try:
+            outputs = await self.run_async(runner, arrays, keys)
+        finally:
+            servable.release()
         return self._predict_response(servable, runner, outputs, keys)
 
     def predict_sync(self, request: Any, servable: Servable | None = None) -> Any:
         servable, runner, arrays, keys = self._prepare_predict(request, servable)
-        outputs = self.submit(runner, arrays, keys).result()
+        try:
+            outputs = self.submit(runner, arrays, keys).result()
+        finally:
+            servable.release()
         return self._predict_response(servable, runner, outputs, keys)
 
     # -- metadata --------------------------------------------------------------------------

@@ -63,6 +63,8 @@ class RetryPolicy:
     interval_s: float = 60.0
 
 
+UNLOAD_WAIT_S = 60.0  # TF Serving waits for every handle; ours gives up after this
+
 def sid(name: str, version: int) -> str:
     return f"{{name: {name} version: {version}}}"
 
@@ -251,6 +253,9 @@ class ModelManager:
             servable, entry.servable = entry.servable, None
             self._refresh_latest(name)
         if servable is not None:
+            if not servable.wait_released(UNLOAD_WAIT_S):
+                self.log.warning("Unloading servable version %s while requests still hold it "
+                                 "after %.0f s", sid(name, version), UNLOAD_WAIT_S)
             self._on_unload(servable)
         with self._lock:
             entry.held = False
@@ -283,21 +288,23 @@ class ModelManager:
             return self.label_version(spec.name, spec.version_label)
         return None
 
-    def resolve(self, spec: Any) -> Servable:
-        """The servable a ModelSpec asks for (TF Serving's ServableRequestFromModelSpec)."""
+    def resolve(self, spec: Any, hold: bool = False) -> Servable:
+        """The servable a ModelSpec asks for (TF Serving's ServableRequestFromModelSpec);
+        ``hold``: acquired for the caller, who releases it (its unload waits until then)."""
         name = spec.name
         version = self._requested_version(spec)
-        if version is not None:
-            with self._lock:
-                entry = self._versions.get(name, {}).get(version)
-                if entry is not None and entry.servable is not None \
-                        and entry.status.state == AVAILABLE:
-                    return entry.servable
-            raise not_found(f"Servable not found for request: Specific({name}, {version})")
         with self._lock:
-            servable = self._latest.get(name)
+            if version is not None:
+                entry = self._versions.get(name, {}).get(version)
+                servable = entry.servable if entry is not None \
+                    and entry.status.state == AVAILABLE else None
+            else:
+                servable = self._latest.get(name)
+            if servable is not None and hold:
+                servable.acquire()
         if servable is None:
-            raise not_found(f"Servable not found for request: Latest({name})")
+            wanted = f"Specific({name}, {version})" if version is not None else f"Latest({name})"
+            raise not_found(f"Servable not found for request: {wanted}")
         return servable
 
     def statuses(self, spec: Any) -> list[VersionStatus]:

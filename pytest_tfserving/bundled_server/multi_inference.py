@@ -55,15 +55,25 @@ def plan(core: Core, request: Any, servable: Servable | None = None
          ) -> tuple[Servable, list[Task], np.ndarray[Any, Any]]:
     """Validate ``request`` as TF Serving does; returns the servable, the tasks and the examples.
 
-    ``servable`` skips the lookup (for a warmup replay against the version being loaded).
+    ``servable`` skips the lookup (for a warmup replay against the version being loaded). The
+    servable returned is held: the caller releases it.
     """
     tasks = list(request.tasks)
     if not tasks:
         raise invalid("ModelSpec has no name specified.")
-    if servable is None:
-        if not tasks[0].model_spec.name:
-            raise invalid("ModelSpec has no name specified.")
-        servable = core.resolve(tasks[0].model_spec)
+    if servable is None and not tasks[0].model_spec.name:
+        raise invalid("ModelSpec has no name specified.")
+    servable = core.hold(tasks[0].model_spec, servable)
+    try:
+        planned, examples = _plan_tasks(core, request, tasks, servable)
+    except BaseException:
+        servable.release()
+        raise
+    return servable, planned, examples
+
+
+def _plan_tasks(core: Core, request: Any, tasks: list[Any], servable: Servable
+                ) -> tuple[list[Task], np.ndarray[Any, Any]]:
     model_name = ""
     seen: set[str] = set()
     planned: list[Task] = []
@@ -90,7 +100,7 @@ def plan(core: Core, request: Any, servable: Servable | None = None
         planned.append(Task(runner, key, task.method_name))
     examples = classify.serialized_examples(request.input)
     core.metrics.record_examples(servable.name, len(examples))
-    return servable, planned, examples
+    return planned, examples
 
 
 def respond(servable: Servable, tasks: list[Task], outputs: list[Arrays], n: int) -> Any:
@@ -112,9 +122,13 @@ def respond(servable: Servable, tasks: list[Task], outputs: list[Arrays], n: int
 
 async def multi_inference_async(core: Core, request: Any) -> Any:
     servable, tasks, examples = plan(core, request)
-    outputs = await asyncio.gather(*(
-        core.run_async(t.runner, {t.input_key: examples}, tuple(t.runner.outputs), _API[t.method])
-        for t in tasks))
+    try:
+        outputs = await asyncio.gather(*(
+            core.run_async(t.runner, {t.input_key: examples}, tuple(t.runner.outputs),
+                           _API[t.method])
+            for t in tasks))
+    finally:
+        servable.release()
     return respond(servable, tasks, list(outputs), len(examples))
 
 
@@ -124,6 +138,10 @@ def multi_inference_sync(core: Core, request: Any, servable: Servable | None = N
     ``servable`` pins the version being loaded, as the warmup replay needs.
     """
     servable, tasks, examples = plan(core, request, servable)
-    futures = [classify.submit(core, t.runner, t.input_key, examples, _API[t.method])
-               for t in tasks]
-    return respond(servable, tasks, [f.result() for f in futures], len(examples))
+    try:
+        futures = [classify.submit(core, t.runner, t.input_key, examples, _API[t.method])
+                   for t in tasks]
+        outputs = [f.result() for f in futures]
+    finally:
+        servable.release()
+    return respond(servable, tasks, outputs, len(examples))

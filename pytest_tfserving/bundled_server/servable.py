@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -200,6 +200,25 @@ class Servable:
     signatures: dict[str, SignatureRunner]
     signature_defs: Any  # protobuf map: key -> SignatureDef (all of them, as TF Serving)
     root: Any  # what holds the model's state: the Session (SavedModel), an interpreter (TFLite)
+    # requests holding this version (TF Serving's ServableHandles): its unload waits for them
+    _holders: int = field(default=0, repr=False)
+    _released: threading.Condition = field(default_factory=threading.Condition, repr=False)
+
+    def acquire(self) -> None:
+        """A request holds this version until ``release``: it is not closed under the request."""
+        with self._released:
+            self._holders += 1
+
+    def release(self) -> None:
+        with self._released:
+            self._holders -= 1
+            if self._holders <= 0:
+                self._released.notify_all()
+
+    def wait_released(self, timeout_s: float) -> bool:
+        """Until no request holds this version (False: still held after ``timeout_s``)."""
+        with self._released:
+            return self._released.wait_for(lambda: self._holders <= 0, timeout_s)
 
     def close(self) -> None:
         """Release the model's state (the Session's variables, tables and executors).
