@@ -230,3 +230,18 @@ def wait_until(check: Any, timeout: float, step: float = 0.1) -> float:
             raise AssertionError(f"not true after {timeout} s: {check}")
         time.sleep(step)
     return time.monotonic() - start
+
+
+def save_batch_centring_model(base: Path) -> Path:
+    """A SavedModel (version 1 under ``base``) whose output ``y = x - mean(x over the batch)``:
+    right for one example alone, wrong once a batcher coalesces it with others."""
+    import tensorflow as tf
+
+    class Centre(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+        def serve(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {"y": x - tf.reduce_mean(x)}
+
+    module = Centre()
+    tf.saved_model.save(module, str(base / "1"), signatures={"serving_default": module.serve})
+    return base

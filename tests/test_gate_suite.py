@@ -48,6 +48,11 @@ def test_gate_suite_serves_ctr_direct_and_reports(pytester, ctr_direct):
     assert gate["name"] == "serving" and gate["passed"] is True
     assert set(gate) >= {"name", "passed", "threshold", "measured", "message"}
     assert gate["measured"]["signatures_answered"] == 1
+    # playbook batching is on: the warmup records' examples answer alike alone, coalesced by
+    # the batcher and in one request
+    invariance = gate["details"]["invariance"]["serving_default"]
+    assert invariance["ok"] is True and invariance["examples"] >= 4, invariance
+    assert "answers unchanged under batching for 1 signature(s)" in gate["message"]
 
 
 def test_model_that_fails_to_load_fails_gate_with_log(pytester, ctr_direct):

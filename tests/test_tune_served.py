@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from server_helpers import save_batch_centring_model
 
 from pytest_tfserving.batching import BatchingParameters, parse_batching_text
+from pytest_tfserving.batching_invariance import check_invariance
 from pytest_tfserving.session import TFSSession
-from pytest_tfserving.tune.invariance import check_invariance
 from pytest_tfserving.tune.output import details, table, write_recommended
 from pytest_tfserving.tune.runner import TuneSettings, standalone_session, tune_session
 from pytest_tfserving.tune.space import SearchSpace
@@ -25,17 +26,7 @@ def session_for(model: Path, batching: BatchingParameters | None = None) -> TFSS
 @pytest.fixture(scope="module")
 def batch_mean_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """y = x - mean(x over the batch): right alone, wrong once batched with others."""
-    import tensorflow as tf
-
-    class Centre(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
-        def serve(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
-            return {"y": x - tf.reduce_mean(x)}
-
-    base = tmp_path_factory.mktemp("centre") / "centre"
-    module = Centre()
-    tf.saved_model.save(module, str(base / "1"), signatures={"serving_default": module.serve})
-    return base
+    return save_batch_centring_model(tmp_path_factory.mktemp("centre") / "centre")
 
 
 def test_invariance_disqualifies_a_batch_dependent_model(batch_mean_model: Path) -> None:

@@ -1,5 +1,6 @@
-"""The ``serving`` gate: the model loads in the server, every signature under gate answers, and
-the served predictions equal an in-process call of the same SavedModel."""
+"""The ``serving`` gate: the model loads in the server, every signature under gate answers, the
+served predictions equal an in-process call of the same SavedModel, and, when the server
+batches, answers do not change when examples are coalesced into batches."""
 
 from __future__ import annotations
 
@@ -197,6 +198,9 @@ class ServingRun:
     rejections: dict[str, tuple[str, list[str]]] = field(default_factory=dict)
     stateful: list[str] = field(default_factory=list)
     worst: float = 0.0
+    asked: dict[str, tuple[Inputs, str]] = field(default_factory=dict)  # answered requests
+    invariance: dict[str, dict[str, Any]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
 def check(ctx: GateContext) -> GateResult:
@@ -219,7 +223,7 @@ def resolve(ctx: GateContext) -> tuple[list[str], dict[str, SignatureTraits]]:
 def measure(ctx: GateContext, params: ServingParams, names: list[str],
             traits: dict[str, SignatureTraits]) -> ServingRun:
     """Start the server and send each signature a request, comparing the answer with an
-    in-process call."""
+    in-process call; then check batching invariance."""
     started = time.monotonic()
     server = ctx.server()
     run = ServingRun(server=server, start_s=time.monotonic() - started)
@@ -227,6 +231,7 @@ def measure(ctx: GateContext, params: ServingParams, names: list[str],
     batching = _batching_state(ctx, server)
     for name in names:
         _measure_signature(ctx, params, run, client, name, traits[name], batching)
+    _check_invariance(ctx, params, run, client, traits)
     return run
 
 
@@ -255,7 +260,9 @@ def _measure_signature(ctx: GateContext, params: ServingParams, run: ServingRun,
     if traits.stateful:
         entry["compared"] = False
         run.stateful.append(f"{name} ({traits.writes_text()})")
+        run.invariance[name] = {"skipped": "the signature writes variables"}
         return
+    run.asked[name] = (inputs, source)
     server = run.server
     try:
         if server.config.prefer_tflite:  # the INT8 model is served: compare with LiteRT
@@ -273,10 +280,49 @@ def _measure_signature(ctx: GateContext, params: ServingParams, run: ServingRun,
     entry.update(compared=True, max_abs_diff=diff)
 
 
+def _invariance_pool(ctx: GateContext, name: str, traits: SignatureTraits, inputs: Inputs,
+                     source: str, rows: int) -> list[Inputs]:
+    """Requests to take the invariance check's examples from: the answered one when it is big
+    enough, else it and the other warmup records, else the same kind rebuilt at ``rows``."""
+    from pytest_tfserving.gates.batching_invariance import batch_rows
+    from pytest_tfserving.predict_requests import warmup_inputs
+
+    if (batch_rows(inputs) or 0) >= rows:
+        return [inputs]
+    if source == "warmup record":
+        return [inputs, *warmup_inputs(ctx.model.version_dir, name, limit=50)[1:]]
+    candidates, _ = request_candidates(ctx, ctx.model.signature(name), rows, traits)
+    return [c for c, _ in candidates] + [inputs]
+
+
+def _check_invariance(ctx: GateContext, params: ServingParams, run: ServingRun, client: Any,
+                      traits: dict[str, SignatureTraits]) -> None:
+    """Batching invariance for each answered signature that does not write variables, when
+    the server batches: a change fails the gate, a check that cannot run is a note."""
+    from pytest_tfserving.gates import batching_invariance as bi
+
+    if run.server.config.batching is None:
+        run.invariance.update({n: {"skipped": "batching off"} for n in run.asked})
+        return
+    rows = bi.wanted_examples(params.batch_size)
+    for name, (inputs, source) in run.asked.items():
+        pool = _invariance_pool(ctx, name, traits[name], inputs, source, rows)
+        examples, why = bi.examples_from(inputs, pool, rows)
+        if examples is None:
+            run.invariance[name] = {"skipped": why}
+            run.notes.append(f"{name}: batching invariance not checked ({why})")
+            continue
+        entry, failure, note = bi.check_signature(client, name, examples, params.rtol,
+                                                  params.atol, ctx.settings.batching_source)
+        run.invariance[name] = entry
+        run.failures += [failure] if failure else []
+        run.notes += [note] if note else []
+
+
 def judge(run: ServingRun) -> tuple[bool, list[str]]:
     """Pass when nothing failed and a signature answered; the rejections go first among the
     failures, and signatures not compared become notes."""
-    notes: list[str] = []
+    notes: list[str] = list(run.notes)
     run.failures[:0] = _rejection_lines(run.rejections)
     if run.stateful:
         notes.append(f"{', '.join(run.stateful)} answered but not compared with an in-process "
@@ -301,6 +347,10 @@ def render(ctx: GateContext, params: ServingParams, run: ServingRun, passed: boo
         message = (f"model {ctx.model.name!r} v{ctx.model.version} ({artifact}) served by "
                    f"{server.backend}; {len(answered)} signature(s) answered, {len(compared)} "
                    f"matched the in-process call (max abs diff {worst:.3g})")
+        held = [v["examples"] for v in run.invariance.values() if v.get("ok")]
+        if held:
+            message += (f"; answers unchanged under batching for {len(held)} signature(s) "
+                        f"(up to {max(held)} examples alone, coalesced and in one request)")
     else:
         message = "\n".join(run.failures)
     if notes:
@@ -315,5 +365,5 @@ def render(ctx: GateContext, params: ServingParams, run: ServingRun, passed: boo
                   "signatures_compared": len(compared), "max_abs_diff": worst,
                   "server_start_s": round(run.start_s, 3)},
         message=message,
-        details={"per_signature": per_signature},
+        details={"per_signature": per_signature, "invariance": run.invariance},
     )

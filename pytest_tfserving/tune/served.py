@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pytest_tfserving.batching_invariance import check_invariance
 from pytest_tfserving.errors import ConfigError
 from pytest_tfserving.load.driver import run_load
 from pytest_tfserving.load.result import LoadResult
@@ -19,7 +20,6 @@ from pytest_tfserving.load.search import MaxQps, max_qps
 from pytest_tfserving.load.server_metrics import scrape
 from pytest_tfserving.load.spec import LoadSpec
 from pytest_tfserving.sla_rules import DEFAULT_CONFIDENCE, SlaLimits, stop_when
-from pytest_tfserving.tune.invariance import check_invariance
 from pytest_tfserving.tune.search import Stage, TrialResult
 from pytest_tfserving.tune.server_cost import batch_evidence, cpu_seconds
 
