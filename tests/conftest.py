@@ -62,3 +62,19 @@ def digits_fns(digits: Path) -> Any:
 @pytest.fixture(scope="session")
 def tf1_linear(models_dir: Path) -> Path:
     return models_dir / "tf1_linear"
+
+
+@pytest.fixture
+def running(ctr_direct: Path) -> Any:
+    """A server someone else started (here: the bundled one) serving ctr_direct: the endpoint
+    the remote backend is pointed at."""
+    from pytest_tfserving.deadline import Deadline
+    from pytest_tfserving.launchers.base import ServeConfig
+    from pytest_tfserving.launchers.bundled import BundledLauncher
+
+    config = ServeConfig(model_name="ctr_direct", version_dir=ctr_direct / "1", version=1)
+    launcher = BundledLauncher(config)
+    try:
+        yield launcher.start(Deadline.after(120))
+    finally:
+        launcher.cleanup()

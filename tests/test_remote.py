@@ -11,22 +11,10 @@ import pytest
 from pytest_tfserving.deadline import Deadline
 from pytest_tfserving.launchers.backend_settings import BackendSettings
 from pytest_tfserving.launchers.base import ServeConfig
-from pytest_tfserving.launchers.bundled import BundledLauncher
 from pytest_tfserving.launchers.remote import RemoteLauncher, TargetUnreachableError
 from pytest_tfserving.ports import free_port
 
 pytestmark = pytest.mark.xdist_group("bundled-e2e")
-
-
-@pytest.fixture
-def running(ctr_direct):
-    """A server someone else started (here: the bundled one), serving ctr_direct."""
-    config = ServeConfig(model_name="ctr_direct", version_dir=ctr_direct / "1", version=1)
-    launcher = BundledLauncher(config)
-    try:
-        yield launcher.start(Deadline.after(120))
-    finally:
-        launcher.cleanup()
 
 
 def test_remote_target_is_gated_and_the_report_says_whose_figures(pytester, ctr_direct,

@@ -10,10 +10,6 @@ from typing import Any
 
 import pytest
 
-from pytest_tfserving.deadline import Deadline
-from pytest_tfserving.launchers.base import ServeConfig
-from pytest_tfserving.launchers.bundled import BundledLauncher
-
 pytestmark = pytest.mark.xdist_group("bundled-e2e")
 
 # Short phases at a light rate; the p99 criterion judged leniently (a loaded 2-core machine
@@ -97,16 +93,6 @@ def test_baseline_that_never_loads_says_nothing_was_rolled_out(pytester, ctr_dir
     result, gate = rollout(pytester, ctr_direct, broken)
     result.assert_outcomes(failed=1)
     assert "never served, so nothing was rolled out" in gate["message"]
-
-
-@pytest.fixture
-def running(ctr_direct):
-    config = ServeConfig(model_name="ctr_direct", version_dir=ctr_direct / "1", version=1)
-    launcher = BundledLauncher(config)
-    try:
-        yield launcher.start(Deadline.after(120))
-    finally:
-        launcher.cleanup()
 
 
 def test_remote_backend_is_refused_with_the_reason(pytester, ctr_direct, running):

@@ -12,20 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pytest_tfserving.errors import ConfigError
 from pytest_tfserving.load.result import LoadResult
-
-
-def _pyplot() -> Any:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise ConfigError("--tfs-plot needs matplotlib: pip install 'pytest-tfserving[plots]' "
-                          "(or drop --tfs-plot).") from exc
-    return plt
+from pytest_tfserving.plotting import pyplot
 
 
 def percentile_curve(result: LoadResult) -> tuple[list[float], list[float]]:
@@ -46,7 +34,7 @@ def percentile_curve(result: LoadResult) -> tuple[list[float], list[float]]:
 
 def percentile_plot(results: Sequence[tuple[str, LoadResult]], path: Path,
                     title: str = "latency by percentile") -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     top = 0.0
     for name, result in results:
@@ -64,7 +52,7 @@ def percentile_plot(results: Sequence[tuple[str, LoadResult]], path: Path,
 def throughput_plot(series: Sequence[tuple[str, Sequence[LoadResult]]], path: Path,
                     p99_target_ms: float | None = None,
                     title: str = "latency vs throughput") -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, results in series:
         ordered = sorted(results, key=lambda r: r.qps)

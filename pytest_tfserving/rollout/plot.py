@@ -4,9 +4,9 @@ answered, failures marked, the swap shaded (matplotlib, the optional ``plots`` e
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from pytest_tfserving.errors import ConfigError
+from pytest_tfserving.plotting import pyplot
 
 if TYPE_CHECKING:
     from pytest_tfserving.rollout.run import Outcome
@@ -14,20 +14,8 @@ if TYPE_CHECKING:
 _COLOURS = ("tab:blue", "tab:green", "tab:purple", "tab:orange", "tab:brown")
 
 
-def _pyplot() -> Any:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise ConfigError("--tfs-plot needs matplotlib: pip install 'pytest-tfserving[plots]' "
-                          "(or drop --tfs-plot).") from exc
-    return plt
-
-
 def timeline_plot(outcome: Outcome, path: Path, title: str) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 4))
     origin = outcome.origin
     versions = sorted({r.version for r in outcome.requests if r.code == "OK"},

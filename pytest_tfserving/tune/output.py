@@ -99,14 +99,9 @@ def pareto(tried: list[Tried]) -> list[Tried]:
 def plot(outcome: Outcome, path: Path) -> Path:
     """Throughput (QPS at the p99 budget) against p99 at the SLA rate, one point per trial,
     the Pareto front joined, the recommended config circled."""
-    try:
-        import matplotlib
+    from pytest_tfserving.plotting import pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise ConfigError("--tfs-plot needs matplotlib: pip install 'pytest-tfserving[plots]' "
-                          "(or drop --tfs-plot).") from exc
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
     for stage, marker in (("screen", "o"), ("confirm", "s")):
         pts = [t for t in outcome.tried if t.stage == stage and t.result.usable
