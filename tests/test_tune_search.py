@@ -123,3 +123,45 @@ def test_neighbours_keep_allowed_sizes_valid() -> None:
     ladders = {c.batching.allowed_batch_sizes for c in space.neighbours(base, "allowed_batch_sizes")
                if c.batching}
     assert ladders == {()}
+
+
+class Noisy(Planted):
+    """The planted server on a noisy machine: the config at max_batch_size 64 is worse than the
+    shipped one (32), but its screening run and its first confirmation were lucky (twice its
+    QPS); every later run shows the truth."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lucky_confirms = 1
+
+    def __call__(self, cand: Candidate, stage: Stage) -> TrialResult:
+        result = super().__call__(cand, stage)
+        b = cand.batching
+        if b is None or b.max_batch_size != 64:
+            return result
+        if stage.name == "confirm":
+            if not self.lucky_confirms:
+                return result
+            self.lucky_confirms -= 1
+        return TrialResult(qps=result.qps * 2.0, p99_at_sla_ms=10.0, elapsed_s=result.elapsed_s)
+
+
+def test_a_leader_that_won_one_lucky_run_does_not_replace_the_shipped_config() -> None:
+    shipped = Candidate(BatchingParameters(max_batch_size=32, batch_timeout_micros=2000), 0, 1)
+    space = SearchSpace(max_batch_size=(32, 64), batch_timeout_micros=(2000,),
+                        num_batch_threads=(0,), inter_op_threads=(1,))
+    trial = Noisy()
+    out = search(space, trial, plan(900), cores=2, current=shipped)
+    assert out.duel is not None and not out.duel.challenger_wins
+    assert out.duel.ratios[0] > 1.0 and min(out.duel.ratios) <= 1.0
+    assert out.recommended is out.current and out.gap() == 0.0
+    assert "did not reliably beat the shipped config" in out.duel.verdict()
+
+
+def test_a_leader_that_wins_every_pair_is_recommended_with_the_paired_gap() -> None:
+    current = Candidate(BatchingParameters(max_batch_size=8, batch_timeout_micros=0), 0, 0)
+    out = search(SearchSpace(num_batch_threads=(0,)), Planted(), plan(600), cores=2,
+                 current=current)
+    assert out.duel is not None and out.duel.challenger_wins
+    assert len(out.duel.ratios) >= 2 and min(out.duel.ratios) > 1.0
+    assert out.gap() == pytest.approx(1 - 1 / out.duel.median)

@@ -129,6 +129,8 @@ def check(ctx: GateContext) -> GateResult:
         f"current: {_side(outcome.current)} | recommended: {_side(outcome.recommended)} | " \
         f"off: {_side(outcome.off)}; {len(outcome.tried)} trials in {outcome.spent_s:.0f} s " \
         f"({outcome.stop_reason})"
+    if outcome.duel is not None:
+        message += f"; {outcome.duel.verdict()}"
     if flags:
         message += f". Serve with: {flags}"
     measured = {"trials": len(outcome.tried), "spent_s": round(outcome.spent_s, 1),

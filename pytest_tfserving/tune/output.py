@@ -72,6 +72,7 @@ def details(outcome: Outcome, out_file: Path | None = None) -> dict[str, Any]:
         "gap": None if (g := outcome.gap()) is None else round(g, 4),
         "budget_s": outcome.plan.budget_s, "spent_s": round(outcome.spent_s, 1),
         "stop_reason": outcome.stop_reason,
+        "duel": outcome.duel.as_dict() if outcome.duel is not None else None,
     }
     if rec is not None:
         out["recommended_batching_text"] = batching_text(rec.candidate)

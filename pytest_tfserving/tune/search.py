@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_tfserving.errors import ConfigError
+from pytest_tfserving.tune.duel import MIN_PAIRS, Duel, duel
 from pytest_tfserving.tune.space import DIMENSIONS, Candidate, SearchSpace
 
 
@@ -127,11 +128,14 @@ class Outcome:
     recommended: Tried | None = None
     current: Tried | None = None
     off: Tried | None = None
+    duel: Duel | None = None  # the leader against the shipped config, when they differ
 
     def gap(self) -> float | None:
         """How far the current config's QPS is below the recommended one's (0.25: 25 %)."""
         if self.recommended is None or self.current is None or not self.recommended.result.qps:
             return None
+        if self.duel is not None:  # the paired figure, not one noisy run each
+            return max(0.0, 1 - 1 / self.duel.median) if self.duel.challenger_wins else 0.0
         return max(0.0, 1 - self.current.result.qps / self.recommended.result.qps)
 
 
@@ -220,7 +224,8 @@ def search(space: SearchSpace, trial: Trial, plan: Plan, *, cores: int,
     space.validate()
     plan.check()
     s = _Search(space, trial, plan, progress)
-    slots = plan.leaders + (1 if current is not None else 0)
+    # the shipped config's confirmation, and the re-runs its duel with the leader needs
+    slots = plan.leaders + (1 + 2 * (MIN_PAIRS - 1) if current is not None else 0)
     reserve = slots * plan.est_confirm_cost_s
     if plan.budget_s < plan.est_screen_cost_s + reserve:  # keep the must-confirm ones at least
         reserve = plan.est_confirm_cost_s * (2 if current is not None else 1)
@@ -238,9 +243,29 @@ def search(space: SearchSpace, trial: Trial, plan: Plan, *, cores: int,
     by_cand = {t.candidate: t for t in confirmed}
     if current is not None:
         out.current = by_cand.get(current) or s.seen.get(current)
+        _settle(s, current)
     off = next((c for c in start if c.batching is None), None)
     if off is not None:
         out.off = by_cand.get(off) or s.seen.get(off)
     if not out.stop_reason:
         out.stop_reason = "searched every neighbour"
     return out
+
+
+def _settle(s: _Search, current: Candidate) -> None:
+    """A leader other than the shipped config is recommended only when it beats it in
+    back-to-back pairs (``tune.duel``); otherwise the shipped config is."""
+    out = s.out
+    leader, shipped = out.recommended, out.current
+    if leader is None or shipped is None or leader.candidate == current \
+            or shipped.stage != "confirm" or not shipped.result.usable:
+        return
+
+    def rerun(t: Tried) -> Tried | None:
+        if s.left() < s._cost["confirm"]:
+            return None
+        return s.run(t.candidate, Stage("confirm", s.plan.confirm_s, t.result.qps))
+
+    out.duel = duel(leader, shipped, rerun, s.plan.tie)
+    if not out.duel.challenger_wins:
+        out.recommended = shipped
