@@ -278,3 +278,4 @@ def test_rollout_swaps_versions_inside_the_container(pytester, engine, ctr_direc
     seen = {(t["version"], t["state"]) for t in gate["details"]["swap"]["transitions"]}
     assert {(2, "AVAILABLE"), (1, "END")} <= seen
     assert gate["details"]["memory"]["source"].startswith("docker stats of tfs-")
+    assert gate["details"]["memory"]["both_loaded_peak_mib"] > 0

@@ -171,7 +171,9 @@ def _memory(sampler: MemorySampler | None, times: SwapTimes) -> dict[str, Any]:
                              end if end is not None else float("inf"))
         return None if value is None else round(value / mib, 1)
 
-    end_both = times.baseline_end_at or (None if times.placed_at is None else float("inf"))
+    # one interval past the unload: the sample that was being taken when it ended
+    end_both = (times.baseline_end_at + sampler.interval_s if times.baseline_end_at is not None
+                else None if times.placed_at is None else float("inf"))
     return {"source": sampler.source, "samples": len(sampler.samples),
             "before_peak_mib": peak(None, times.placed_at),
             "both_loaded_peak_mib": peak(times.placed_at, end_both)
