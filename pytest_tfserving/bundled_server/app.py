@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import signal
 import sys
 import threading
@@ -122,15 +121,8 @@ def main(argv: list[str]) -> int:
         return 1
 
 
-def _settle_memory() -> None:
-    # what loading built lives as long as the version: keep the collector from walking it again
-    # (a full collection over a TensorFlow heap is a tail-latency spike of its own)
-    gc.unfreeze()
-    gc.collect()
-    gc.freeze()
-
-
 def _build_manager(start: StartConfig, core_box: list[Core]) -> ModelManager:
+    from pytest_tfserving.bundled_server.heap import collect_versions
     from pytest_tfserving.bundled_server.loading import make_loader
     from pytest_tfserving.bundled_server.manager import ModelManager, RetryPolicy
     from pytest_tfserving.bundled_server.warmup_replay import warmup_or_raise
@@ -142,17 +134,17 @@ def _build_manager(start: StartConfig, core_box: list[Core]) -> ModelManager:
             use_model_batching(core_box[0], servable)
         if flags.enable_model_warmup:
             warmup_or_raise(core_box[0], servable, flags.warmup_iterations)
-        _settle_memory()
+        collect_versions()
 
     def on_unload(servable: Servable) -> None:
         core_box[0].forget(servable)
         servable.close()
-        _settle_memory()
 
     retry = RetryPolicy(flags.max_num_load_retries,
                         max(0.0, flags.load_retry_interval_micros / 1e6))
     return ModelManager(make_loader(flags, start.session_config), on_available, on_unload, retry,
-                        flags.allow_version_labels_for_unavailable_models)
+                        flags.allow_version_labels_for_unavailable_models,
+                        on_released=collect_versions)
 
 
 PER_MODEL_BATCHING_FILE = "batching_params.pbtxt"
@@ -179,12 +171,14 @@ def use_model_batching(core: Core, servable: Servable) -> None:
 def _manage(manager: ModelManager, core: Core, start: StartConfig, stop: threading.Event,
             fatal: list[str]) -> None:
     """The manager thread: initial config, then polling until ``stop``."""
+    from pytest_tfserving.bundled_server.heap import freeze_baseline
     from pytest_tfserving.bundled_server.logs import get_logger
     from pytest_tfserving.bundled_server.manager import run_polling
     from pytest_tfserving.bundled_server.status import ServingError
 
     log = get_logger()
     flags = start.flags
+    freeze_baseline()
     try:
         manager.apply(start.models)
     except ServingError as exc:

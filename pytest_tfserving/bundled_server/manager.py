@@ -73,10 +73,14 @@ class ModelManager:
     """Thread-safe: the manager thread polls and loads; request threads resolve and read."""
 
     def __init__(self, load: Loader, on_available: Hook, on_unload: Hook, retry: RetryPolicy,
-                 allow_unavailable_labels: bool = False) -> None:
+                 allow_unavailable_labels: bool = False,
+                 on_released: Callable[[], None] | None = None) -> None:
+        """``on_unload`` releases an unloaded servable's state; ``on_released`` runs once the
+        manager holds no reference to it any more (what is left of it is garbage then)."""
         self._load = load
         self._on_available = on_available
         self._on_unload = on_unload
+        self._on_released = on_released
         self._retry = retry
         self._allow_unavailable_labels = allow_unavailable_labels
         self._lock = threading.RLock()  # guards the maps below (readers: request threads)
@@ -257,6 +261,9 @@ class ModelManager:
                 self.log.warning("Unloading servable version %s while requests still hold it "
                                  "after %.0f s", sid(name, version), UNLOAD_WAIT_S)
             self._on_unload(servable)
+            del servable
+            if self._on_released is not None:
+                self._on_released()
         with self._lock:
             entry.held = False
             entry.status = VersionStatus(version, END)
