@@ -245,3 +245,73 @@ def save_batch_centring_model(base: Path) -> Path:
     module = Centre()
     tf.saved_model.save(module, str(base / "1"), signatures={"serving_default": module.serve})
     return base
+
+
+class OpenLoop:
+    """Sends one request every ``1 / rate`` s from a thread, whether or not answers came back
+    (open loop), and records each answer: (sent at s, latency ms, answering version, error).
+
+    The collector is off while it sends: a full collection in this process (TF imported) would
+    read as server latency.
+    """
+
+    def __init__(self, srv: ServerProcess, request: Any, rate: float) -> None:
+        import threading
+
+        self._stub, self._request, self._period = srv.stub(), request, 1.0 / rate
+        self.answers: list[tuple[float, float, int, str]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._send, daemon=True)
+        self._gc_was_enabled = False
+        self._t0 = 0.0
+        self.sent = 0
+
+    def _done(self, sent: float, future: Any) -> None:
+        latency = (time.monotonic() - sent) * 1e3
+        try:
+            version, error = future.result().model_spec.version.value, ""
+        except Exception as exc:  # noqa: BLE001 - a failed answer is recorded, not raised
+            version, error = 0, f"{exc.code().name}: {exc.details()}"
+        with self._lock:
+            self.answers.append((sent - self._t0, latency, version, error))
+
+    def _send(self) -> None:
+        i = 0
+        while not self._stop.is_set():
+            due = self._t0 + i * self._period
+            if due > time.monotonic():
+                time.sleep(due - time.monotonic())
+            future = self._stub.Predict.future(self._request, timeout=10)
+            future.add_done_callback(lambda f, s=due: self._done(s, f))
+            i += 1
+            self.sent = i
+
+    def __enter__(self) -> OpenLoop:
+        import gc
+
+        self._gc_was_enabled = gc.isenabled()
+        gc.disable()
+        self._t0 = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import gc
+
+        self._stop.set()
+        self._thread.join(5)
+        try:
+            wait_until(lambda: len(self.answers) >= self.sent, timeout=15, step=0.05)
+        finally:
+            if self._gc_was_enabled:
+                gc.enable()
+
+    def version_answers(self, version: int) -> list[float]:
+        """Latencies (ms) of ``version``'s answers, in the order they were sent."""
+        with self._lock:
+            return [lat for _, lat, v, _ in sorted(self.answers) if v == version]
+
+    def errors(self) -> list[str]:
+        with self._lock:
+            return [f"{t:.2f}s {err}" for t, _, _, err in sorted(self.answers) if err]
