@@ -8,8 +8,10 @@ Starts the bundled server on a temp base dir holding version 1 (``--file_system_
 thread (async calls sent on schedule; each answer's latency and answering version recorded),
 copies version 2 into the base dir after ``--swap-at`` seconds (staged beside it, then renamed in:
 it appears whole), and prints latency percentiles before the swap, during it (from the copy to 0.5 s
-after v2's first answer) and after it, plus v2's first answers' latencies. TF Serving's answers to a
-warmed-up new version are warm and its unload of the old one holds no lock requests need.
+after v2's first answer) and after it, plus v2's first answers' latencies and the client's send
+lag. ``--probe`` runs the server under ``stall_probe.py`` (its GIL stalls and GC passes). TF
+Serving's answers to a warmed-up new version are warm and its unload of the old one holds no lock
+requests need.
 """
 from __future__ import annotations
 
@@ -117,6 +119,15 @@ def report(rows: list[tuple[float, float, int]], swap_at: float) -> dict[str, An
     return {"v2_first": [r[1] for r in v2[:5]], "during": during, "after": after}
 
 
+def print_probe(log: str) -> None:
+    """The probe's lines from v1's AVAILABLE on (start-up's imports stall by design)."""
+    lines = log.splitlines()
+    start = next((i for i, line in enumerate(lines) if "Successfully loaded" in line), 0)
+    keep = ("PROBE", "Successfully loaded", "Unloading", "Done unloading")
+    shown = [line for line in lines[start:] if any(k in line for k in keep)]
+    print("  server probe (GIL stalls > 15 ms, GCs > 3 ms):\n    " + "\n    ".join(shown))
+
+
 def one_run(args: argparse.Namespace) -> None:
     import grpc
     from tensorflow_serving.apis import prediction_service_pb2_grpc
@@ -128,7 +139,9 @@ def one_run(args: argparse.Namespace) -> None:
         shutil.copytree(model / "1", base / "1")
         port = free_port()
         log_path = Path(tmp) / "server.log"
-        cmd = [sys.executable, "-m", "pytest_tfserving.bundled_server", f"--port={port}",
+        server = ([str(ROOT / "benchmarks" / "stall_probe.py")] if args.probe
+                  else ["-m", "pytest_tfserving.bundled_server"])
+        cmd = [sys.executable, *server, f"--port={port}",
                f"--model_name={name}", f"--model_base_path={base}",
                "--file_system_poll_wait_seconds=1", "--bind_address=127.0.0.1", *args.flag]
         with open(log_path, "wb") as log:
@@ -173,6 +186,8 @@ def one_run(args: argparse.Namespace) -> None:
                 print(f"  errors: {len(recorder.errors)}, first: {recorder.errors[:3]}")
             if args.log:
                 print(log_path.read_text()[-args.log:])
+            if args.probe:
+                print_probe(log_path.read_text())
         finally:
             proc.terminate()
             proc.wait(10)
@@ -186,6 +201,8 @@ def main() -> None:
     parser.add_argument("--swap-at", type=float, default=3.0)
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--log", type=int, default=0, help="print the server log's last N chars")
+    parser.add_argument("--probe", action="store_true",
+                        help="run the server under benchmarks/stall_probe.py; print its lines")
     parser.add_argument("--flag", action="append", default=[],
                         help="an extra server flag, e.g. --flag=--enable_batching")
     args = parser.parse_args()
