@@ -225,21 +225,15 @@ class ModelManager:
                 self.log.info("Retrying load on servable version %s retry: %d",
                               sid(name, version), attempt)
             self.log.info("Loading servable version %s", sid(name, version))
-            try:
-                servable = self._load(cfg, version, entry.path)
-                self._on_available(servable)
-            except ServingError as exc:
-                error: ServingError = exc
-            except Exception as exc:  # noqa: BLE001 - any load failure is a version state
-                self.log.exception("Loading servable version %s raised", sid(name, version))
-                error = ServingError(grpc.StatusCode.UNKNOWN, f"{type(exc).__name__}: {exc}")
-            else:
+            result = self._try_load(cfg, version, entry.path)
+            if isinstance(result, Servable):
                 with self._lock:
-                    entry.servable = servable
+                    entry.servable = result
                     entry.status = VersionStatus(version, AVAILABLE)
                     self._refresh_latest(name)
                 self.log.info("Successfully loaded servable version %s", sid(name, version))
                 return
+            error = result
             self.log.error("Loading servable: %s failed: %s: %s", sid(name, version),
                            error.code.name, error.message)
             if attempt + 1 < attempts and self._retry.interval_s > 0:
@@ -248,6 +242,26 @@ class ModelManager:
         with self._lock:
             entry.failed = True
             entry.status = VersionStatus(version, END, error.code, error.message)
+
+    def _try_load(self, cfg: ModelConfig, version: int, path: Path) -> Servable | ServingError:
+        """One load attempt, warmup included; a version loaded but failing its warmup is
+        released (its Session closed) before the error is returned."""
+        servable: Servable | None = None
+        try:
+            servable = self._load(cfg, version, path)
+            self._on_available(servable)
+            return servable
+        except ServingError as exc:
+            error = exc
+        except Exception as exc:  # noqa: BLE001 - any load failure is a version state
+            self.log.exception("Loading servable version %s raised", sid(cfg.name, version))
+            error = ServingError(grpc.StatusCode.UNKNOWN, f"{type(exc).__name__}: {exc}")
+        if servable is not None:
+            self._on_unload(servable)
+            del servable
+            if self._on_released is not None:
+                self._on_released()
+        return error
 
     def _unload(self, name: str, version: int) -> None:
         self.log.info("Unloading servable version %s", sid(name, version))
