@@ -123,3 +123,10 @@ def test_the_base_dir_is_a_copy_the_next_run_can_sweep(ctr_direct):
     finally:
         base.cleanup()
     assert not base.root.exists()
+
+
+def test_the_swap_phase_lasts_at_least_the_swap_window():
+    load = requests(0.0, 100, 0.01, 2.0, 1) + requests(1.0, 300, 0.01, 2.0, 2)
+    assert ph.swap_end(load, placed_at=1.0, swapped_at=1.2, candidate=2) == pytest.approx(1.2)
+    assert ph.swap_end(load, 1.0, 1.2, 2, min_window_s=2.0) == 3.0
+    assert ph.split(load, 1.0, 3.0, 0.0)["swap"].requests == 200

@@ -18,6 +18,7 @@ from pytest_tfserving.errors import TFServingError
 from pytest_tfserving.gates.context import GateContext
 from pytest_tfserving.gates.result import GateResult
 from pytest_tfserving.option_spec import option
+from pytest_tfserving.rollout.run import Plan
 
 if TYPE_CHECKING:
     from pytest_tfserving.model import ModelInfo
@@ -41,6 +42,10 @@ class RolloutParams:
         "rollout_steady", 3.0, p.positive_float, "Rollout gate: seconds of steady load before "
         "placing the candidate and again on the candidate alone after the swap.",
         metavar="SECONDS")
+    window: float = option(
+        "rollout_window", 2.0, p.positive_float, "Rollout gate: the swap phase lasts at least "
+        "this many seconds after placing the candidate (what follows a swap belongs to it, and "
+        "its p99 rests on enough requests).", metavar="SECONDS")
     rate: float | None = option(
         "rollout_rate", None, p.positive_float, "Rollout gate: offered open-loop rate in req/s "
         "(default: --tfs-sla-min-qps).", metavar="QPS")
@@ -76,8 +81,9 @@ def check(ctx: GateContext) -> GateResult:
                     "version in the served base dir, and a remote TF Serving's files are out of "
                     "reach. Run it with --tfs-backend=bundled, binary or docker (the same image "
                     "as production)")
-    return measure_and_judge(ctx, Path(baseline_path), params.signature or load.signature,
-                             limits, params.steady)
+    plan = Plan(rate=limits.rate, steady_s=params.steady, deadline_s=limits.deadline_s,
+                window_s=params.window, signature=params.signature or load.signature)
+    return measure_and_judge(ctx, Path(baseline_path), plan, limits)
 
 
 def _limits(ctx: GateContext, params: RolloutParams, sla_rate: float) -> Limits:
@@ -97,19 +103,17 @@ def _threshold(limits: Limits) -> dict[str, Any]:
     return out
 
 
-def measure_and_judge(ctx: GateContext, baseline_path: Path, signature: str | None,
-                      limits: Limits, steady_s: float) -> GateResult:
+def measure_and_judge(ctx: GateContext, baseline_path: Path, plan: Plan,
+                      limits: Limits) -> GateResult:
     """Serve the baseline, roll the candidate out under load, judge, render."""
     from pytest_tfserving.model import inspect_model
     from pytest_tfserving.rollout.compat import signature_breaks
-    from pytest_tfserving.rollout.run import Plan, finish, run_rollout, serve_baseline
+    from pytest_tfserving.rollout.run import finish, run_rollout, serve_baseline
     from pytest_tfserving.rollout.verdict import judge
 
     candidate = ctx.model
     baseline = inspect_model(baseline_path, candidate.name)
-    breaks = signature_breaks(baseline, candidate, [signature] if signature else None)
-    plan = Plan(rate=limits.rate, steady_s=steady_s, deadline_s=limits.deadline_s,
-                signature=signature)
+    breaks = signature_breaks(baseline, candidate, [plan.signature] if plan.signature else None)
     try:
         base, server = serve_baseline(ctx, baseline, plan)
     except TFServingError as exc:

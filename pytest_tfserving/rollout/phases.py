@@ -1,8 +1,8 @@
 """One load's requests split by time into the rollout's phases, with figures per phase.
 
 ``before``: sent before the candidate was placed; ``swap``: from then until the baseline was
-seen unloaded (END) and the candidate's first answers were sent (``swap_end``); ``after``: the
-rest (the candidate alone, warm). A request belongs to the phase
+seen unloaded (END) and the candidate's first answers were sent, at least the swap window
+(``swap_end``); ``after``: the rest (the candidate alone, warm). A request belongs to the phase
 of its intended send time, and its latency counts from that time (open loop).
 """
 
@@ -90,18 +90,19 @@ def phase_stats(name: str, requests: Iterable[Request], start_s: float,
 
 
 def swap_end(requests: Sequence[Request], placed_at: float, swapped_at: float | None,
-             candidate: int) -> float | None:
-    """Where the swap phase ends: when the baseline was seen unloaded, or later when the
-    candidate's first answers (its cold start) were sent after that; None when it never ended.
-    A cold candidate's first requests belong to the swap, whichever side of the unload they
-    were sent on."""
+             candidate: int, min_window_s: float = 0.0) -> float | None:
+    """Where the swap phase ends: the latest of when the baseline was seen unloaded, when the
+    candidate's first answers (its cold start) were sent, and ``min_window_s`` after placing
+    the candidate (what follows a swap right after it, an unload's work, belongs to it, and its
+    p99 rests on enough requests); None when the swap never ended."""
     if swapped_at is None:
         return None
+    end = max(swapped_at, placed_at + min_window_s)
     firsts = sorted(r.t_s for r in requests
                     if r.code == "OK" and r.version == candidate and r.t_s >= placed_at)
     if len(firsts) < FIRST_ANSWERS:
-        return swapped_at
-    return max(swapped_at, math.nextafter(firsts[FIRST_ANSWERS - 1], math.inf))
+        return end
+    return max(end, math.nextafter(firsts[FIRST_ANSWERS - 1], math.inf))
 
 
 def split(requests: Sequence[Request], placed_at: float, end: float | None,

@@ -41,13 +41,14 @@ class Plan:
     rate: float  # offered requests/s (open loop)
     steady_s: float  # before placing the candidate, and again on the candidate alone
     deadline_s: float  # from placing the candidate to the swap's end
+    window_s: float = 0.0  # the swap phase lasts at least this long after placing
     signature: str | None = None
     poll_s: int = 1  # --file_system_poll_wait_seconds
 
     def spec(self, load: LoadOptions) -> LoadSpec:
         """The one load run: open loop at ``rate`` with a timeline, long enough for the whole
         rollout, ended early by the swap thread (``stop_when``)."""
-        longest = 2 * self.steady_s + self.deadline_s + load.timeout + 10.0
+        longest = 2 * self.steady_s + max(self.deadline_s, self.window_s) + load.timeout + 10.0
         return load.to_spec(rate=self.rate, mode="open", duration_s=max(WINDOW_S, self.steady_s),
                             window_s=WINDOW_S, warmup_s=0.0, stability_pct=0.0,
                             max_windows=math.ceil(longest / WINDOW_S), timeline=True)
@@ -105,7 +106,7 @@ def run_rollout(ctx: GateContext, base: RolloutBase, server: RunningServer, base
     payloads, source = runner.payloads(plan.signature, model=baseline)
     started = threading.Event()
     watcher = SwapWatcher(base, candidate.version_dir, server.client(), started,
-                          plan.steady_s, plan.steady_s, plan.deadline_s)
+                          plan.steady_s, plan.steady_s, plan.deadline_s, plan.window_s)
     origin: list[float] = []
 
     def on_start(at: float) -> None:
@@ -127,15 +128,18 @@ def run_rollout(ctx: GateContext, base: RolloutBase, server: RunningServer, base
         watcher.join(timeout=plan.deadline_s + 30)
         if sampler is not None:
             sampler.stop()
-    return _outcome(base, server, watcher, result, origin[0] if origin else 0.0, source, sampler)
+    return _outcome(base, server, watcher, result, origin[0] if origin else 0.0, source, sampler,
+                    plan.window_s)
 
 
 def _outcome(base: RolloutBase, server: RunningServer, watcher: SwapWatcher, result: LoadResult,
-             origin: float, source: str, sampler: MemorySampler | None) -> Outcome:
+             origin: float, source: str, sampler: MemorySampler | None,
+             window_s: float) -> Outcome:
     times = watcher.times
     requests = ph.from_timeline(result.timeline, origin) if result.timeline is not None else []
     outcome = Outcome(base, server, times, requests, origin,
-                      _phases(requests, times, origin, base.candidate_version), source, result,
+                      _phases(requests, times, origin, base.candidate_version, window_s),
+                      source, result,
                       swap=watcher.describe(origin))
     outcome.memory = _memory(sampler, times)
     outcome.warmup = _warmup(server, base)
@@ -153,11 +157,11 @@ def finish(ctx: GateContext, server: RunningServer | None, base: RolloutBase) ->
 
 
 def _phases(requests: list[ph.Request], times: SwapTimes, origin: float,
-            candidate: int) -> dict[str, ph.PhaseStats]:
+            candidate: int, window_s: float) -> dict[str, ph.PhaseStats]:
     if times.placed_at is None:  # the swap never started: everything was the steady phase
         last = max((r.t_s for r in requests), default=origin)
         return {"before": ph.phase_stats("before", requests, 0.0, last - origin)}
-    end = ph.swap_end(requests, times.placed_at, times.swapped_at, candidate)
+    end = ph.swap_end(requests, times.placed_at, times.swapped_at, candidate, window_s)
     return ph.split(requests, times.placed_at, end, origin)
 
 

@@ -63,8 +63,9 @@ class SwapWatcher:
     client: TFServingClient
     load_running: threading.Event  # set when the load starts sending
     before_s: float
-    after_s: float
+    after_s: float  # counted from the end of the swap window
     deadline_s: float
+    min_swap_s: float = 0.0  # the swap phase lasts at least this long after placing
     times: SwapTimes = field(default_factory=SwapTimes)
     finished: threading.Event = field(default_factory=threading.Event)
     _abort: threading.Event = field(default_factory=threading.Event)
@@ -90,8 +91,10 @@ class SwapWatcher:
             self.times.placed_at = time.monotonic()
             self.base.place_candidate(self.candidate_dir)
             self._watch()
-            if self.times.swapped_at is not None:
-                self._abort.wait(self.after_s)
+            swapped_at = self.times.swapped_at
+            if swapped_at is not None:
+                window_end = max(swapped_at, self.times.placed_at + self.min_swap_s)
+                self._abort.wait(window_end - time.monotonic() + self.after_s)
         except Exception as exc:  # noqa: BLE001 - reported by the gate, never lost in a thread
             self.times.error = f"{type(exc).__name__}: {exc}"
         finally:

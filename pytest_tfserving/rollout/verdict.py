@@ -148,5 +148,5 @@ def _p99(outcome: Outcome, limits: Limits) -> tuple[list[str], list[str]]:
     rate = limits.rate * (test.trials + test.need_more) / max(1, test.trials)
     return [], [f"{figures}: not decided at {limits.confidence:.0%} confidence with "
                 f"{test.trials} swap answers; about {test.need_more} more are needed: run the "
-                f"rollout at --tfs-rollout-rate={math.ceil(rate)} or lower "
-                "--tfs-sla-confidence"]
+                f"rollout at --tfs-rollout-rate={math.ceil(rate)}, or widen "
+                "--tfs-rollout-window, or lower --tfs-sla-confidence"]
