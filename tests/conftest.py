@@ -78,3 +78,26 @@ def running(ctr_direct: Path) -> Any:
         yield launcher.start(Deadline.after(120))
     finally:
         launcher.cleanup()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep ``xdist_group`` tests on one worker under ``--dist loadgroup``.
+
+    pytest-xdist (3.8) marks a test's group by assigning ``item._nodeid = nodeid + "@group"``;
+    pytest 9 builds ``nodeid`` from a structured ``item._id`` and no longer reads ``_nodeid``, so
+    the suffix never reaches the scheduler and the groups are silently spread over the workers
+    (seen: two Docker tests that sweep each other's containers ran at once). Here the suffix is
+    applied where pytest 9 reads it; a nodeid that already has it is left alone.
+    """
+    if not getattr(config.option, "loadgroup", False):
+        return
+    try:
+        from _pytest.nodeid import NodeId
+    except ImportError:  # pytest < 9: xdist's own suffix works
+        return
+    for item in items:
+        groups = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                         for m in item.iter_markers("xdist_group")})
+        if groups and "@" not in item.nodeid.rpartition("]")[2] and hasattr(item, "_id"):
+            item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(groups)}")
