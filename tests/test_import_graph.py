@@ -131,3 +131,16 @@ def test_options_imports_no_gate_and_no_backend() -> None:
     assert not [t for t in imported if t.startswith(("pytest_tfserving.gates",
                                                      "pytest_tfserving.launchers",
                                                      "pytest_tfserving.bundled_server"))]
+
+
+def test_every_import_of_a_package_module_names_one_that_exists() -> None:
+    """Type-only imports included: mypy runs with ignore_missing_imports (for TF's stubs), so
+    a renamed module would otherwise go unnoticed where only annotations use it."""
+    known = set(module_names())
+    dangling = []
+    for name, path in module_names().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module \
+                    and node.module.startswith("pytest_tfserving") and node.module not in known:
+                dangling.append(f"{name}: from {node.module} import ...")
+    assert not dangling

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pytest_tfserving.client import TFServingClient
-    from pytest_tfserving.rollout.staging import RolloutBase
+    from pytest_tfserving.rollout.base_dir import RolloutBase
 
 POLL_S = 0.1
 LOAD_START_TIMEOUT_S = 120.0  # the load's workers start (a loaded machine is slow to)
