@@ -56,9 +56,13 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
                "recommended": outcome.recommended.candidate}
     rounds: list[dict[str, float]] = []
     measured: dict[str, Any] = {}
+    labels = list(configs)
     for index in range(args.repeats):  # interleaved: a noisy minute hits all three alike
         qps: dict[str, float] = {}
-        for label, cand in configs.items():
+        # the order rotates each round: a later run's advantage (the same config measured twice
+        # back to back differed by up to 14 %) falls on each config in turn
+        for label in labels[index % 3:] + labels[:index % 3]:
+            cand = configs[label]
             result = trial(cand, Stage("confirm", 2.0, 0.0))
             qps[label] = result.qps
             measured.setdefault(label, {"config": cand.label(), "rounds": []})["rounds"].append(
