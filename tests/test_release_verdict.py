@@ -53,10 +53,17 @@ def test_a_crashing_gate_fails_the_release(tmp_path: Path, ctr_direct: Path) -> 
     assert "release gate FAILED" in proc.stdout
 
 
+# pytest with Ctrl-C raising KeyboardInterrupt even when SIGINT came down ignored (a CI started
+# in the background with `nohup ... &` hands it so, and Python keeps an ignored SIGINT ignored)
+CTRL_C_RAISES = ("import runpy, signal, sys; signal.signal(signal.SIGINT, "
+                 "signal.default_int_handler); sys.argv[0] = 'pytest'; "
+                 "runpy.run_module('pytest', run_name='__main__')")
+
+
 def test_an_interrupted_gate_fails_the_release(tmp_path: Path, ctr_direct: Path) -> None:
     report = tmp_path / "report.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist",
+        [sys.executable, "-c", CTRL_C_RAISES, "-p", "no:cacheprovider", "-p", "no:xdist",
          f"--tfs-model={ctr_direct}", "--tfs-gates=sla", "--tfs-backend=bundled",
          "--tfs-sla-duration=60", "--tfs-sla-min-qps=50", f"--tfs-report={report}"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

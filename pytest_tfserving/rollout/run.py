@@ -141,7 +141,8 @@ def _outcome(base: RolloutBase, server: RunningServer, watcher: SwapWatcher, res
                       _phases(requests, times, origin, base.candidate_version, window_s),
                       source, result,
                       swap=watcher.describe(origin))
-    outcome.memory = _memory(sampler, times)
+    swap = outcome.phases.get("swap")
+    outcome.memory = _memory(sampler, times, None if swap is None else origin + swap.end_s)
     outcome.warmup = _warmup(server, base)
     outcome.candidate_first_ms = ph.first_answers(requests, base.candidate_version)
     if times.candidate_failed:
@@ -165,7 +166,11 @@ def _phases(requests: list[ph.Request], times: SwapTimes, origin: float,
     return ph.split(requests, times.placed_at, end, origin)
 
 
-def _memory(sampler: MemorySampler | None, times: SwapTimes) -> dict[str, Any]:
+def _memory(sampler: MemorySampler | None, times: SwapTimes,
+            swap_end: float | None) -> dict[str, Any]:
+    """Peaks in MiB. "Both loaded": from placing the candidate to the end of the swap phase,
+    and at least one sampling interval past the unload (a sample of a busy engine can take
+    longer than a fast swap)."""
     if sampler is None:
         return {"source": "not measured (no local process or container to sample)"}
     mib = 1 << 20
@@ -175,13 +180,18 @@ def _memory(sampler: MemorySampler | None, times: SwapTimes) -> dict[str, Any]:
                              end if end is not None else float("inf"))
         return None if value is None else round(value / mib, 1)
 
-    # one interval past the unload: the sample that was being taken when it ended
-    end_both = (times.baseline_end_at + sampler.interval_s if times.baseline_end_at is not None
+    end_both = (max(times.baseline_end_at + sampler.interval_s, swap_end or 0.0)
+                if times.baseline_end_at is not None
                 else None if times.placed_at is None else float("inf"))
+    both: float | None = None
+    if times.placed_at is not None:
+        both = peak(times.placed_at, end_both)
+        if both is None:  # no sample came back within: the first one after placing
+            later = [v for t, v in list(sampler.samples) if t >= times.placed_at]
+            both = round(later[0] / mib, 1) if later else None
     return {"source": sampler.source, "samples": len(sampler.samples),
             "before_peak_mib": peak(None, times.placed_at),
-            "both_loaded_peak_mib": peak(times.placed_at, end_both)
-            if times.placed_at is not None else None,
+            "both_loaded_peak_mib": both,
             "after_peak_mib": peak(times.baseline_end_at, None)
             if times.baseline_end_at is not None else None,
             "peak_mib": peak(None, None)}
