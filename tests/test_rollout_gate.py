@@ -36,6 +36,13 @@ def copy_model(source: Path, target: Path, warmup: bool = True) -> Path:
     return target
 
 
+def unloadable(source: Path, target: Path) -> Path:
+    """A copy whose warmup file is not TFRecord: TF Serving fails the version's load."""
+    broken = copy_model(source, target)
+    (broken / "1" / "assets.extra" / "tf_serving_warmup_requests").write_bytes(b"\x00" * 64)
+    return broken
+
+
 def test_compatible_candidate_passes_with_figures_per_phase(pytester, ctr_direct):
     plots = pytester.path / "plots"
     result, gate = rollout(pytester, ctr_direct, ctr_direct, f"--tfs-plot={plots}")
@@ -78,8 +85,7 @@ def test_candidate_without_warmup_shows_its_cold_first_answers_in_the_swap(
 
 
 def test_candidate_that_fails_to_load_leaves_the_baseline_serving(pytester, ctr_direct, tmp_path):
-    broken = copy_model(ctr_direct, tmp_path / "ctr_direct")
-    (broken / "1" / "assets.extra" / "tf_serving_warmup_requests").write_bytes(b"\x00" * 64)
+    broken = unloadable(ctr_direct, tmp_path / "ctr_direct")
     result, gate = rollout(pytester, broken, ctr_direct)
     result.assert_outcomes(failed=1)
     assert "the candidate (version 2) failed to load" in gate["message"]
@@ -88,8 +94,7 @@ def test_candidate_that_fails_to_load_leaves_the_baseline_serving(pytester, ctr_
 
 
 def test_baseline_that_never_loads_says_nothing_was_rolled_out(pytester, ctr_direct, tmp_path):
-    broken = copy_model(ctr_direct, tmp_path / "ctr_direct")
-    (broken / "1" / "assets.extra" / "tf_serving_warmup_requests").write_bytes(b"\x00" * 64)
+    broken = unloadable(ctr_direct, tmp_path / "ctr_direct")
     result, gate = rollout(pytester, ctr_direct, broken)
     result.assert_outcomes(failed=1)
     assert "never served, so nothing was rolled out" in gate["message"]
