@@ -130,3 +130,18 @@ def test_the_swap_phase_lasts_at_least_the_swap_window():
     assert ph.swap_end(load, placed_at=1.0, swapped_at=1.2, candidate=2) == pytest.approx(1.2)
     assert ph.swap_end(load, 1.0, 1.2, 2, min_window_s=2.0) == 3.0
     assert ph.split(load, 1.0, 3.0, 0.0)["swap"].requests == 200
+
+
+def test_warmup_evidence_is_matched_to_its_version_in_the_log_and_the_metrics():
+    from pytest_tfserving.bundled_server.metrics import Metrics
+    from pytest_tfserving.rollout.evidence import warmup_evidence
+    from pytest_tfserving.warmup_contract import finished_line
+
+    metrics = Metrics()
+    metrics.record_warmup("/m/ctr/00000002", "OK", 5000.0, 10)  # the version dir, zero-padded
+    log = finished_line("/m/ctr/00000002/assets.extra/tf_serving_warmup_requests", 10, 5000)
+    found = warmup_evidence(log, metrics.render(), 2)
+    assert found == {"log": {"records": 10, "ms": 5.0, "path": "/m/ctr/00000002/assets.extra/"
+                                                              "tf_serving_warmup_requests"},
+                     "metrics": {"records": 10, "latency_ms": 5.0}, "replayed_records": 10}
+    assert warmup_evidence(log, metrics.render(), 1) == {"replayed_records": 0}

@@ -3,23 +3,24 @@
 The log line is TF Serving's ``Finished reading warmup data for model at <path>. Number of warmup
 records read: N ...`` (the bundled server writes it too); TF Serving also counts the records in
 ``:tensorflow:serving:model_warmup_records_read{model_path=...}`` and times the replay in
-``:tensorflow:serving:model_warmup_latency``. Both are matched to a version by the path's last
-component.
+``:tensorflow:serving:model_warmup_latency``. Both are matched to a version by its dir in the
+path (the page is read by the load's Prometheus parser, ``load.server_metrics.parse``).
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 RECORDS_METRIC = ":tensorflow:serving:model_warmup_records_read"
 LATENCY_METRIC = ":tensorflow:serving:model_warmup_latency"
-_SAMPLE = re.compile(r'^(?P<name>[:\w]+)\{(?P<labels>[^}]*)\}\s+(?P<value>\S+)$', re.MULTILINE)
-_PATH = re.compile(r'model_path="(?P<path>[^"]*)"')
 
 
 def _is_version(path: str, version: int) -> bool:
-    return path.rstrip("/").rsplit("/", 1)[-1].lstrip("0") == str(version).lstrip("0")
+    """Whether ``path`` lies in the dir of ``version``: the metrics' ``model_path`` is the version
+    dir, the log line's path the warmup file under it (``<version>/assets.extra/...``); the
+    version is the last all-digit component (``00000123`` is 123, as TF Serving reads it)."""
+    digits = [part for part in path.rstrip("/").split("/") if part.isdigit()]
+    return bool(digits) and int(digits[-1]) == version
 
 
 def replay_from_log(log_text: str, version: int) -> dict[str, Any] | None:
@@ -35,23 +36,20 @@ def replay_from_log(log_text: str, version: int) -> dict[str, Any] | None:
 
 def replay_from_metrics(metrics_text: str, version: int) -> dict[str, Any] | None:
     """{records, latency_ms} from TF Serving's warmup metrics for the version, or None."""
-    records = 0.0
-    latency_sum = 0.0
-    seen = False
-    for match in _SAMPLE.finditer(metrics_text):
-        name = match["name"]
-        path = _PATH.search(match["labels"])
-        if path is None or not _is_version(path["path"], version):
-            continue
-        if name == RECORDS_METRIC:
-            records += float(match["value"])
-            seen = True
-        elif name == LATENCY_METRIC + "_sum":
-            latency_sum += float(match["value"])
-            seen = True
-    if not seen:
+    from pytest_tfserving.load.server_metrics import parse
+
+    snap = parse(metrics_text)
+
+    def for_version(labels: tuple[tuple[str, str], ...]) -> bool:
+        return _is_version(dict(labels).get("model_path", ""), version)
+
+    records = [v for (name, labels), v in snap.counters.items()
+               if name == RECORDS_METRIC and for_version(labels)]
+    latencies = [h.sum for (name, labels), h in snap.histograms.items()
+                 if name == LATENCY_METRIC and for_version(labels)]
+    if not records and not latencies:
         return None
-    return {"records": int(records), "latency_ms": round(latency_sum / 1e3, 3)}
+    return {"records": int(sum(records)), "latency_ms": round(sum(latencies) / 1e3, 3)}
 
 
 def warmup_evidence(log_text: str, metrics_text: str, version: int) -> dict[str, Any]:
