@@ -7,9 +7,10 @@ import os
 
 import pytest
 
+from pytest_tfserving.launchers.backend_settings import memory_bytes
 from pytest_tfserving.rollout import phases as ph
 from pytest_tfserving.rollout.base_dir import stage_baseline
-from pytest_tfserving.rollout.memory import MemorySampler, parse_size, process_tree_rss
+from pytest_tfserving.rollout.memory import MemorySampler, process_tree_rss
 from pytest_tfserving.rollout.verdict import MIN_P99_REQUESTS, Limits
 from pytest_tfserving.rollout.verdict import judge as judge_rollout
 from pytest_tfserving.staging import OWNER_FILE
@@ -108,7 +109,8 @@ def test_memory_sampler_reads_this_process_tree_and_sizes_parse_as_docker_does()
         sampler.stop()
     peak = sampler.peak()
     assert peak is not None and peak > 10 * (1 << 20)
-    assert parse_size("512m") == 512 << 20 and parse_size("2g") == 2 << 30
+    assert memory_bytes("512m") == 512 << 20 and memory_bytes("2g") == 2 << 30
+    assert memory_bytes("1048576") == 1 << 20 and memory_bytes("1.5G") == 3 << 29
 
 
 def test_the_base_dir_is_a_copy_the_next_run_can_sweep(ctr_direct):

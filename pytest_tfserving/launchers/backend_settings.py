@@ -31,6 +31,16 @@ def parse_memory(raw: str) -> str:
     return text
 
 
+_UNITS = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def memory_bytes(raw: str) -> int:
+    """Bytes of a Docker memory size (``parse_memory``'s forms): 512m, 2g, 1048576."""
+    text = parse_memory(raw)
+    factor = _UNITS.get(text[-1], 1)
+    return int(float(text.rstrip("bkmg")) * factor)
+
+
 def parse_env_pair(raw: str) -> tuple[str, str]:
     """KEY=VALUE for the server's environment, e.g. LD_PRELOAD=/usr/lib/libtcmalloc.so.4."""
     key, sep, val = raw.partition("=")

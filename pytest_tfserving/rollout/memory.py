@@ -137,12 +137,3 @@ def sampler_for(server: Any) -> MemorySampler | None:
         return MemorySampler(lambda: process_tree_rss(pid),
                              f"RSS of the server process tree (pid {pid}) from /proc")
     return None
-
-
-def parse_size(text: str) -> int:
-    """Bytes from a docker-style size (``--tfs-memory``): 512m, 2g, 1048576."""
-    units = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    text = text.strip().lower()
-    factor = units.get(text[-1:], 1)
-    number = text[:-1] if text[-1:] in units else text
-    return int(float(number) * factor)

@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pytest_tfserving.rollout.memory import parse_size
+from pytest_tfserving.launchers.backend_settings import memory_bytes
 from pytest_tfserving.sla_criteria import percentile_test
 
 if TYPE_CHECKING:
@@ -114,7 +114,7 @@ def _memory_failures(outcome: Outcome, limits: Limits) -> list[str]:
     if not limits.memory:
         return []
     peak = outcome.memory.get("both_loaded_peak_mib") or outcome.memory.get("peak_mib")
-    limit_mib = parse_size(limits.memory) / (1 << 20)
+    limit_mib = memory_bytes(limits.memory) / (1 << 20)
     if peak is None or peak <= limit_mib:
         return []
     return [f"server memory peaked at {peak:.0f} MiB while both versions were loaded, above "
