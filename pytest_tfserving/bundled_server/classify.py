@@ -76,20 +76,15 @@ def string_input(runner: SignatureRunner, method: str, check_method: bool = Fals
     return next(iter(runner.inputs))
 
 
-def prepare(core: Core, request: Any, method: str, servable: Servable | None = None
-             ) -> tuple[Servable, SignatureRunner, str, np.ndarray[Any, Any]]:
-    """Resolve and check the signature; returns the servable, runner, input key and examples."""
-    # warmup passes the servable: TF Serving ignores its model_spec. Held: the caller releases.
-    servable = core.hold(request.model_spec, servable)
-    try:
-        runner = core.signature(servable, request.model_spec.signature_name)
-        key = string_input(runner, method, core.options.method_name_check)
-        examples = serialized_examples(request.input)
-    except BaseException:
-        servable.release()
-        raise
+def prepare(core: Core, request: Any, method: str, servable: Servable
+            ) -> tuple[SignatureRunner, str, np.ndarray[Any, Any]]:
+    """Check the signature on ``servable`` (held by the caller); returns the runner, the input
+    key and the examples."""
+    runner = core.signature(servable, request.model_spec.signature_name)
+    key = string_input(runner, method, core.options.method_name_check)
+    examples = serialized_examples(request.input)
     core.metrics.record_examples(servable.name, len(examples))
-    return servable, runner, key, examples
+    return runner, key, examples
 
 
 def submit(core: Core, runner: SignatureRunner, key: str, examples: np.ndarray[Any, Any],
@@ -159,11 +154,9 @@ _BUILD = {CLASSIFY_METHOD: ("Classify", classification), REGRESS_METHOD: ("Regre
 async def run_async(core: Core, request: Any, method: str) -> Any:
     """Classify or Regress (``method``) through the batching pipeline, awaited (gRPC)."""
     api, build = _BUILD[method]
-    servable, runner, key, ex = prepare(core, request, method)
-    try:
+    with core.held(request.model_spec) as servable:
+        runner, key, ex = prepare(core, request, method, servable)
         out = await core.run_async(runner, {key: ex}, tuple(runner.outputs), api)
-    finally:
-        servable.release()
     return build(servable, runner, out, len(ex))
 
 
@@ -172,11 +165,9 @@ def run_sync(core: Core, request: Any, method: str, servable: Servable | None = 
     """Classify or Regress (``method``) through the batching pipeline, waiting up to
     ``timeout_s`` (REST, warmup: warmup passes the servable it is loading)."""
     api, build = _BUILD[method]
-    servable, runner, key, ex = prepare(core, request, method, servable)
-    try:
+    with core.held(request.model_spec, servable) as servable:
+        runner, key, ex = prepare(core, request, method, servable)
         out = submit(core, runner, key, ex, api).result(timeout_s)
-    finally:
-        servable.release()
     return build(servable, runner, out, len(ex))
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import contextlib
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,14 +72,20 @@ class Core:
                     from None
             raise
 
-    def hold(self, model_spec: Any, servable: Servable | None = None) -> Servable:
-        """The servable a request runs on, held until the caller's ``release()`` (its version
-        is not closed under the request, as TF Serving's ServableHandle keeps it): the one
-        given (warmup, the version being loaded), else the one ``model_spec`` resolves to."""
+    @contextlib.contextmanager
+    def held(self, model_spec: Any, servable: Servable | None = None) -> Iterator[Servable]:
+        """The servable a request runs on, held while the block runs (its version is not closed
+        under the request, as TF Serving's ServableHandle keeps it): the one given (warmup,
+        the version being loaded: TF Serving ignores the record's model_spec), else the one
+        ``model_spec`` resolves to."""
         if servable is None:
-            return self.resolve(model_spec, hold=True)
-        servable.acquire()
-        return servable
+            servable = self.resolve(model_spec, hold=True)
+        else:
+            servable.acquire()
+        try:
+            yield servable
+        finally:
+            servable.release()
 
     def forget(self, servable: Servable) -> None:
         """An unloaded servable: drop its batching queues."""
@@ -116,21 +123,15 @@ class Core:
         return out
 
     # -- Predict ---------------------------------------------------------------------------
-    def _prepare_predict(self, request: Any, servable: Servable | None = None
-                         ) -> tuple[Servable, SignatureRunner, Arrays, tuple[str, ...]]:
-        # warmup passes the servable: TF Serving ignores its model_spec
-        servable = self.hold(request.model_spec, servable)
-        try:
-            runner = self.signature(servable, request.model_spec.signature_name)
-            if self.options.method_name_check and runner.method_name != PREDICT_METHOD:
-                raise precondition(f"Expected prediction signature method_name to be one of "
-                                   f"{{{PREDICT_METHOD}}}. Was: {runner.method_name}")
-            arrays = decode_inputs(runner, request.inputs)
-            keys = output_keys(runner, request.output_filter)
-        except BaseException:
-            servable.release()
-            raise
-        return servable, runner, arrays, keys
+    def _prepare_predict(self, request: Any, servable: Servable
+                         ) -> tuple[SignatureRunner, Arrays, tuple[str, ...]]:
+        runner = self.signature(servable, request.model_spec.signature_name)
+        if self.options.method_name_check and runner.method_name != PREDICT_METHOD:
+            raise precondition(f"Expected prediction signature method_name to be one of "
+                               f"{{{PREDICT_METHOD}}}. Was: {runner.method_name}")
+        arrays = decode_inputs(runner, request.inputs)
+        keys = output_keys(runner, request.output_filter)
+        return runner, arrays, keys
 
     def _predict_response(self, servable: Servable, runner: SignatureRunner, outputs: Arrays,
                           keys: tuple[str, ...]) -> Any:
@@ -145,19 +146,15 @@ class Core:
         return response
 
     async def predict_async(self, request: Any) -> Any:
-        servable, runner, arrays, keys = self._prepare_predict(request)
-        try:
+        with self.held(request.model_spec) as servable:
+            runner, arrays, keys = self._prepare_predict(request, servable)
             outputs = await self.run_async(runner, arrays, keys)
-        finally:
-            servable.release()
         return self._predict_response(servable, runner, outputs, keys)
 
     def predict_sync(self, request: Any, servable: Servable | None = None) -> Any:
-        servable, runner, arrays, keys = self._prepare_predict(request, servable)
-        try:
+        with self.held(request.model_spec, servable) as servable:
+            runner, arrays, keys = self._prepare_predict(request, servable)
             outputs = self.submit(runner, arrays, keys).result()
-        finally:
-            servable.release()
         return self._predict_response(servable, runner, outputs, keys)
 
     # -- metadata --------------------------------------------------------------------------

@@ -27,6 +27,8 @@ version being loaded, so a task's model name must be set and consistent but is n
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,25 +53,22 @@ class Task:
     method: str
 
 
+@contextlib.contextmanager
 def plan(core: Core, request: Any, servable: Servable | None = None
-         ) -> tuple[Servable, list[Task], np.ndarray[Any, Any]]:
-    """Validate ``request`` as TF Serving does; returns the servable, the tasks and the examples.
+         ) -> Iterator[tuple[Servable, list[Task], np.ndarray[Any, Any]]]:
+    """Validate ``request`` as TF Serving does; yields the servable, the tasks and the examples.
 
     ``servable`` skips the lookup (for a warmup replay against the version being loaded). The
-    servable returned is held: the caller releases it.
+    servable is held while the block runs.
     """
     tasks = list(request.tasks)
     if not tasks:
         raise invalid("ModelSpec has no name specified.")
     if servable is None and not tasks[0].model_spec.name:
         raise invalid("ModelSpec has no name specified.")
-    servable = core.hold(tasks[0].model_spec, servable)
-    try:
-        planned, examples = _plan_tasks(core, request, tasks, servable)
-    except BaseException:
-        servable.release()
-        raise
-    return servable, planned, examples
+    with core.held(tasks[0].model_spec, servable) as held:
+        planned, examples = _plan_tasks(core, request, tasks, held)
+        yield held, planned, examples
 
 
 def _plan_tasks(core: Core, request: Any, tasks: list[Any], servable: Servable
@@ -121,14 +120,11 @@ def respond(servable: Servable, tasks: list[Task], outputs: list[Arrays], n: int
 
 
 async def multi_inference_async(core: Core, request: Any) -> Any:
-    servable, tasks, examples = plan(core, request)
-    try:
+    with plan(core, request) as (servable, tasks, examples):
         outputs = await asyncio.gather(*(
             core.run_async(t.runner, {t.input_key: examples}, tuple(t.runner.outputs),
                            _API[t.method])
             for t in tasks))
-    finally:
-        servable.release()
     return respond(servable, tasks, list(outputs), len(examples))
 
 
@@ -137,11 +133,8 @@ def multi_inference_sync(core: Core, request: Any, servable: Servable | None = N
 
     ``servable`` pins the version being loaded, as the warmup replay needs.
     """
-    servable, tasks, examples = plan(core, request, servable)
-    try:
+    with plan(core, request, servable) as (servable, tasks, examples):
         futures = [classify.submit(core, t.runner, t.input_key, examples, _API[t.method])
                    for t in tasks]
         outputs = [f.result() for f in futures]
-    finally:
-        servable.release()
     return respond(servable, tasks, outputs, len(examples))

@@ -189,14 +189,11 @@ class RestApi:
             return answer_examples(self.core, verb, spec, data, self.timeout_s)
         if not isinstance(data, dict):
             raise invalid("JSON body must be an object")
-        servable = self.core.hold(spec)
-        try:
+        with self.core.held(spec) as servable:
             runner = self.core.signature(servable, data.get("signature_name", ""))
             arrays, row = parse_predict_body(data, runner.inputs)
             keys = output_keys(runner, data.get("output_filter", []))
             outputs = self.core.submit(runner, arrays, keys).result(self.timeout_s)
-        finally:
-            servable.release()
         return format_predictions(outputs, keys, row)
 
 
