@@ -57,6 +57,14 @@ class GateContext:
                 f"Unknown argument(s) {', '.join(unknown)} in {self.origin}; this gate takes: "
                 f"{', '.join(sorted(allowed)) or 'no arguments'}.")
 
+    def file_stem(self) -> str:
+        """The name stem of files this gate run writes (plots): the gate's name, and for a
+        marker run the test's name too."""
+        if self.origin == "default suite":
+            return self.gate.name
+        test = "".join(c if c.isalnum() else "_" for c in self.origin.split(" on ")[-1])
+        return f"{self.gate.name}-{test[-60:]}"
+
     def fixture_value(self, name: str) -> Any:
         """A fixture's value for the test this gate runs on (None outside a test)."""
         return self.fixture(name) if self.fixture is not None else None

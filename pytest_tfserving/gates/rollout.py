@@ -164,10 +164,7 @@ def _plots(ctx: GateContext, outcome: Outcome, rate: float) -> list[str]:
         return []
     from pytest_tfserving.rollout.plot import timeline_plot
 
-    origin = ctx.origin
-    stem = "rollout" if origin == "default suite" else "rollout-" + "".join(
-        c if c.isalnum() else "_" for c in origin.split(" on ")[-1])[-60:]
-    path = timeline_plot(outcome, Path(plot_dir) / f"{stem}-timeline.png",
+    path = timeline_plot(outcome, Path(plot_dir) / f"{ctx.file_stem()}-timeline.png",
                          f"rollout v{outcome.base.baseline_version} -> "
                          f"v{outcome.base.candidate_version} at {rate:g} req/s")
     return [str(path)]

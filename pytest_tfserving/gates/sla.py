@@ -190,7 +190,7 @@ def measure(ctx: GateContext, params: SlaParams, load: LoadOptions, signature: s
     plots: list[str] = []
     if ctx.settings.core.plot:
         plots = _plots(Path(ctx.settings.core.plot), runner, result, baseline, params.p99_ms,
-                       ctx.origin, spec)
+                       ctx.file_stem(), spec)
     return SlaRun(spec=spec, batching=batching, source=source, server=server, result=result,
                   baseline=baseline, baseline_info=baseline_info, plots=plots)
 
@@ -369,12 +369,10 @@ def _run_baseline(ctx: GateContext, runner: LoadRunner, path: Path, spec: LoadSp
 
 
 def _plots(directory: Path, runner: Any, result: LoadResult, baseline: LoadResult | None,
-           p99_ms: float, origin: str, spec: Any) -> list[str]:
+           p99_ms: float, stem: str, spec: Any) -> list[str]:
     """Percentile plot of the gate's run(s), plus a short rate sweep for the throughput curve."""
     from pytest_tfserving.load.plots import percentile_plot, throughput_plot
 
-    stem = "sla" if origin == "default suite" else "sla-" + "".join(
-        c if c.isalnum() else "_" for c in origin.split(" on ")[-1])[-60:]
     series = [("candidate", result)] + ([("baseline", baseline)] if baseline else [])
     out = [str(percentile_plot(series, directory / f"{stem}-percentiles.png",
                                title=f"latency by percentile, {spec.describe()}"))]
