@@ -98,11 +98,10 @@ def swap_end(requests: Sequence[Request], placed_at: float, swapped_at: float | 
     if swapped_at is None:
         return None
     end = max(swapped_at, placed_at + min_window_s)
-    firsts = sorted(r.t_s for r in requests
-                    if r.code == "OK" and r.version == candidate and r.t_s >= placed_at)
+    firsts = answered_by(requests, candidate, since=placed_at)
     if len(firsts) < FIRST_ANSWERS:
         return end
-    return max(end, math.nextafter(firsts[FIRST_ANSWERS - 1], math.inf))
+    return max(end, math.nextafter(firsts[FIRST_ANSWERS - 1].t_s, math.inf))
 
 
 def split(requests: Sequence[Request], placed_at: float, end: float | None,
@@ -133,6 +132,12 @@ def from_timeline(timeline: Timeline, start_at: float) -> list[Request]:
 def first_answers(requests: Sequence[Request], version: int,
                   count: int = FIRST_ANSWERS) -> list[float]:
     """Latencies (ms) of the first ``count`` answers by ``version``, in send order."""
-    answered = sorted((r for r in requests if r.code == "OK" and r.version == version),
-                      key=lambda r: r.t_s)
-    return [r.latency_ms for r in answered[:count]]
+    return [r.latency_ms for r in answered_by(requests, version)[:count]]
+
+
+def answered_by(requests: Sequence[Request], version: int,
+                since: float = float("-inf")) -> list[Request]:
+    """The requests ``version`` answered (OK) that were sent at ``since`` or later, in send
+    order."""
+    return sorted((r for r in requests if r.code == "OK" and r.version == version
+                   and r.t_s >= since), key=lambda r: r.t_s)
