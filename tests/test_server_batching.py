@@ -108,7 +108,11 @@ def test_classify_and_regress_through_batching(server: ServerProcess, digits_fns
     assert len(cresp.result.classifications) == 3
     first = cresp.result.classifications[0].classes
     assert [c.label for c in first] == [b.decode() for b in want["classes"].numpy()[0]]
-    np.testing.assert_allclose([c.score for c in first], want["scores"].numpy()[0], rtol=1e-5)
+    # padded to a batch of 4, the server runs another kernel shape than the 3-row reference:
+    # float32 noise (measured 8.4e-7 on a 0.028 score on AMD EPYC), within the serving gate's
+    # default batching-invariance tolerance; a wrong row or class is off by far more
+    np.testing.assert_allclose([c.score for c in first], want["scores"].numpy()[0], rtol=1e-4,
+                               atol=1e-5)
 
     rreq = regression_pb2.RegressionRequest()
     rreq.model_spec.name, rreq.model_spec.signature_name = "digits", "regress"
