@@ -18,12 +18,11 @@ from pytest_tfserving.errors import TFServingError
 from pytest_tfserving.gates.context import GateContext
 from pytest_tfserving.gates.result import GateResult
 from pytest_tfserving.option_spec import option
-from pytest_tfserving.rollout.run import Plan
 
 if TYPE_CHECKING:
     from pytest_tfserving.model import ModelInfo
     from pytest_tfserving.rollout.compat import Break
-    from pytest_tfserving.rollout.run import Outcome
+    from pytest_tfserving.rollout.run import Outcome, Plan
     from pytest_tfserving.rollout.verdict import Limits, RolloutVerdict
     from pytest_tfserving.settings import Settings
 
@@ -62,6 +61,7 @@ class RolloutParams:
 
 def check(ctx: GateContext) -> GateResult:
     from pytest_tfserving.load.load_options import LoadOptions
+    from pytest_tfserving.rollout.run import Plan
 
     # the load's request options (signature, requests, batch size, timeout, arrival) are the
     # SLA's; the rollout always runs open loop at its own rate
